@@ -1,0 +1,88 @@
+//! The `IPClaim` custom resource: one object per address in use, named after the address so
+//! that the API server's name uniqueness is the allocator's lock.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// An address held by an owner (a pod, or a workload that retains it).
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "pinip.io",
+    version = "v1alpha1",
+    kind = "IPClaim",
+    plural = "ipclaims",
+    shortname = "ipc",
+    status = "IPClaimStatus",
+    printcolumn = r#"{"name":"ADDRESS","type":"string","jsonPath":".spec.address"}"#,
+    printcolumn = r#"{"name":"POOL","type":"string","jsonPath":".spec.pool"}"#,
+    printcolumn = r#"{"name":"OWNER","type":"string","jsonPath":".spec.owner.name"}"#,
+    printcolumn = r#"{"name":"POD","type":"string","jsonPath":".spec.pod.name"}"#,
+    printcolumn = r#"{"name":"NODE","type":"string","jsonPath":".spec.node"}"#,
+    printcolumn = r#"{"name":"PHASE","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = serde_json::json!([
+    {"rule": "self.pool == oldSelf.pool && self.address == oldSelf.address",
+     "message": "pool and address are immutable: a claim is its address"}
+])))]
+pub struct IPClaimSpec {
+    /// The IPPool the address comes from.
+    #[schemars(length(min = 1, max = 253))]
+    pub pool: String,
+    /// The address with its pool's prefix length, e.g. `10.20.0.5/24`.
+    #[schemars(length(max = 49))]
+    pub address: String,
+    /// Who keeps this address.
+    pub owner: Owner,
+    /// The pod currently bound (set by the binder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+    /// The node that pod runs on (set by the binder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The pod interface the address is configured on.
+    #[serde(default = "default_interface")]
+    pub interface: String,
+}
+
+fn default_interface() -> String {
+    "eth0".to_string()
+}
+
+/// The identity an address belongs to: a pod, or a workload (and its ordinal for StatefulSets).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct Owner {
+    /// `Pod`, `StatefulSet`, `Deployment` or any controller kind.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// StatefulSet pods: the address belongs to the ordinal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ordinal: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PodRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IPClaimStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ClaimPhase>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ClaimPhase {
+    /// Created by the webhook; no pod bound yet.
+    Reserved,
+    /// A live pod holds the address.
+    Bound,
+    /// The owner is gone; the address is about to be freed.
+    Released,
+}

@@ -1,0 +1,20 @@
+//! pinip admission webhook: decides each pod's address at creation (/mutate) and enforces policy (/validate).
+//!
+//! Not implemented yet: this binary only documents itself and refuses to run, so that nothing
+//! pretends to work before its issue lands.
+
+use clap::Parser;
+
+/// pinip admission webhook: decides each pod's address at creation (/mutate) and enforces policy (/validate).
+///
+/// NOT IMPLEMENTED YET: running it exits with status 2.
+#[derive(Parser, Debug)]
+#[command(name = "pinip-webhook", version)]
+struct Args {}
+
+fn main() -> std::process::ExitCode {
+    let _ = Args::parse();
+    let _ = pinip_api::annotations::ALLOCATION;
+    eprintln!("pinip-webhook is not implemented yet; see the project's open issues");
+    std::process::ExitCode::from(2)
+}

@@ -1,1 +1,16 @@
-//! The test bed.
+//! pinip's real-cluster test bed: etcd, kube-apiserver, kube-controller-manager and
+//! kube-scheduler built from the upstream Go modules, nodes registered and kept Ready as a
+//! kubelet would, and a node agent per node that runs the reference CNI plugins in network
+//! namespaces for the pods scheduled there. See README.md for what is real and what is not.
+
+pub mod agent;
+pub mod bed;
+pub mod cni;
+pub mod controlplane;
+pub mod netns;
+pub mod node;
+pub mod nodenet;
+pub mod pki;
+pub mod process;
+
+pub use bed::{Bed, BedOptions, Ipam, MainPlugin};

@@ -1,0 +1,325 @@
+//! The whole test bed: control plane, nodes with their network namespaces, node agents and
+//! heartbeats. Dropping a `Bed` tears everything down: processes, namespaces, files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::Client;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::agent::Agent;
+use crate::cni::{CniRuntime, POD_ANNOTATIONS_CAP};
+use crate::controlplane::{ControlPlane, upstream_bin_dir, write_kubeconfig};
+use crate::node::{self, NodeSpec};
+use crate::{netns, nodenet};
+
+/// Debian's containernetworking-plugins install here.
+pub const DEBIAN_CNI_DIR: &str = "/usr/lib/cni";
+
+/// The main CNI plugin of every node's chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MainPlugin {
+    Bridge,
+    Macvlan,
+}
+
+/// The IPAM plugin the main plugin delegates to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ipam {
+    /// Debian's host-local, one /24 per node (the baseline).
+    HostLocal,
+    /// pinip's plugin; the binary lives in this directory.
+    Pinip { bin_dir: PathBuf },
+}
+
+#[derive(Clone, Debug)]
+pub struct BedOptions {
+    pub nodes: usize,
+    pub main_plugin: MainPlugin,
+    pub ipam: Ipam,
+    /// Declare the pod-annotations capability (containerd then passes annotations to CNI).
+    pub pod_annotations_capability: bool,
+    /// Where the bed keeps its files; a fresh directory under the system temp dir if unset.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for BedOptions {
+    fn default() -> Self {
+        BedOptions {
+            nodes: 3,
+            main_plugin: MainPlugin::Bridge,
+            ipam: Ipam::HostLocal,
+            pod_annotations_capability: true,
+            dir: None,
+        }
+    }
+}
+
+pub struct Bed {
+    pub cp: ControlPlane,
+    pub nodes: Vec<NodeSpec>,
+    pub netns_prefix: String,
+    pub dir: PathBuf,
+    /// Time from start to every component healthy and every node schedulable.
+    pub startup: Duration,
+    client: Client,
+    tasks: Vec<JoinHandle<()>>,
+    owns_dir: bool,
+}
+
+static BEDS: AtomicUsize = AtomicUsize::new(0);
+
+impl Bed {
+    pub async fn start(opts: BedOptions) -> Result<Bed> {
+        let t0 = Instant::now();
+        check_root_and_tools(&opts)?;
+        let removed = netns::sweep_stale()?;
+        if !removed.is_empty() {
+            tracing::info!(?removed, "removed namespaces left by dead test-bed processes");
+        }
+        let n = BEDS.fetch_add(1, Ordering::Relaxed);
+        let netns_prefix = format!("{}{}-{n}-", netns::PREFIX, std::process::id());
+        let (dir, owns_dir) = match &opts.dir {
+            Some(d) => (d.clone(), false),
+            None => (
+                std::env::temp_dir().join(format!("pinip-testbed-{}-{n}", std::process::id())),
+                true,
+            ),
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let bins = upstream_bin_dir()?;
+        let cp = ControlPlane::start(&dir, &bins).await?;
+        let client = cp.client().await?;
+        let mut bed = Bed {
+            cp,
+            nodes: node::node_specs(opts.nodes),
+            netns_prefix,
+            dir,
+            startup: Duration::ZERO,
+            client: client.clone(),
+            tasks: Vec::new(),
+            owns_dir,
+        };
+        let cni_kubeconfig = bed.cni_credentials().await?;
+        let slots = Arc::new(Semaphore::new(8));
+        for (i, spec) in bed.nodes.clone().into_iter().enumerate() {
+            let ns = format!("{}node-{}", bed.netns_prefix, spec.name);
+            nodenet::create(&ns)?;
+            bed.tasks.push(nodenet::forward_loopback(&ns, bed.cp.api_port)?);
+            let conflist = conflist(&opts, i, &bed.dir, &cni_kubeconfig);
+            std::fs::write(
+                bed.dir.join(format!("{}.conflist", spec.name)),
+                serde_json::to_vec_pretty(&conflist)?,
+            )?;
+            let mut cni_path = Vec::new();
+            if let Ipam::Pinip { bin_dir } = &opts.ipam {
+                cni_path.push(bin_dir.clone());
+            }
+            cni_path.push(PathBuf::from(DEBIAN_CNI_DIR));
+            node::register(&client, &spec).await?;
+            bed.tasks
+                .push(tokio::spawn(node::heartbeat(client.clone(), spec.clone())));
+            let agent = Arc::new(Agent {
+                client: client.clone(),
+                node: spec.clone(),
+                cni: Arc::new(CniRuntime::new(ns, conflist, cni_path)),
+                netns_prefix: bed.netns_prefix.clone(),
+                cni_slots: slots.clone(),
+            });
+            bed.tasks.push(tokio::spawn(agent.run()));
+        }
+        bed.wait_nodes_schedulable(Duration::from_secs(60)).await?;
+        bed.startup = t0.elapsed();
+        tracing::info!(startup_ms = bed.startup.as_millis() as u64, "test bed ready");
+        Ok(bed)
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.cp.admin_kubeconfig
+    }
+
+    /// A user that may only get pods, for the pinip CNI plugin (as a node's credential would).
+    async fn cni_credentials(&self) -> Result<PathBuf> {
+        let user = "pinip-testbed-cni";
+        let roles: Api<ClusterRole> = Api::all(self.client.clone());
+        roles
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": user},
+                    "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+                }))?,
+            )
+            .await?;
+        let bindings: Api<ClusterRoleBinding> = Api::all(self.client.clone());
+        bindings
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": user},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+                }))?,
+            )
+            .await?;
+        let cert = self.cp.pki.client("cni", user, None)?;
+        let path = self.dir.join("cni.kubeconfig");
+        let server = format!("https://127.0.0.1:{}", self.cp.api_port);
+        write_kubeconfig(&path, &server, &self.cp.pki.ca_pem, &cert)?;
+        Ok(path)
+    }
+
+    async fn wait_nodes_schedulable(&self, limit: Duration) -> Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let start = Instant::now();
+        loop {
+            let list = nodes.list(&ListParams::default()).await?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|n| {
+                    let untainted = n
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.taints.as_ref())
+                        .is_none_or(|t| t.is_empty());
+                    let is_ready = n
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Ready" && c.status == "True");
+                    untainted && is_ready
+                })
+                .count();
+            if ready == self.nodes.len() {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                bail!("{ready} of {} nodes schedulable after {limit:?}", self.nodes.len());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Creates namespace `name` with `labels` and waits for its default ServiceAccount, which
+    /// pods need before the API server admits them.
+    pub async fn namespace(&self, name: &str, labels: Value) -> Result<()> {
+        let nss: Api<Namespace> = Api::all(self.client.clone());
+        nss.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))?,
+        )
+        .await?;
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), name);
+        let start = Instant::now();
+        while sas.get_opt("default").await?.is_none() {
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("namespace {name}: default ServiceAccount not created after 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Namespaces of this bed's pods that exist right now.
+    pub fn pod_namespaces(&self) -> Result<Vec<String>> {
+        netns::list_with_prefix(&format!("{}pod-", self.netns_prefix))
+    }
+
+    pub fn pod_netns(&self, uid: &str) -> String {
+        format!("{}pod-{uid}", self.netns_prefix)
+    }
+
+    /// Stops everything and removes what the bed created. Also run on drop.
+    pub fn teardown(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        self.cp.stop();
+        match netns::list_with_prefix(&self.netns_prefix) {
+            Ok(list) => {
+                for ns in list {
+                    if let Err(e) = netns::del(&ns) {
+                        tracing::warn!(%ns, error = %e, "removing namespace");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing namespaces"),
+        }
+        if self.owns_dir && std::env::var_os("PINIP_KEEP_BED").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+fn conflist(opts: &BedOptions, index: usize, dir: &Path, cni_kubeconfig: &Path) -> Value {
+    let ipam = match &opts.ipam {
+        Ipam::HostLocal => json!({
+            "type": "host-local",
+            "ranges": [[{"subnet": format!("10.244.{}.0/24", index + 1)}]],
+            "routes": [{"dst": "0.0.0.0/0"}],
+            "dataDir": dir.join("host-local").join(index.to_string()),
+        }),
+        Ipam::Pinip { .. } => json!({"type": "pinip", "kubeconfig": cni_kubeconfig}),
+    };
+    let mut plugin = match opts.main_plugin {
+        MainPlugin::Bridge => json!({
+            "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "ipam": ipam,
+        }),
+        MainPlugin::Macvlan => json!({
+            "type": "macvlan", "master": nodenet::MACVLAN_MASTER, "mode": "bridge", "ipam": ipam,
+        }),
+    };
+    if opts.pod_annotations_capability {
+        plugin["capabilities"] = json!({POD_ANNOTATIONS_CAP: true});
+    }
+    json!({"cniVersion": "1.0.0", "name": "pinip-testbed", "plugins": [plugin]})
+}
+
+fn check_root_and_tools(opts: &BedOptions) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the test bed creates network namespaces and must run as root");
+    }
+    let main = match opts.main_plugin {
+        MainPlugin::Bridge => "bridge",
+        MainPlugin::Macvlan => "macvlan",
+    };
+    for p in [main, "host-local"] {
+        if !Path::new(DEBIAN_CNI_DIR).join(p).exists() {
+            bail!(
+                "{DEBIAN_CNI_DIR}/{p} missing: install Debian's containernetworking-plugins (apt-get install containernetworking-plugins)"
+            );
+        }
+    }
+    if let Ipam::Pinip { bin_dir } = &opts.ipam
+        && !bin_dir.join("pinip").exists()
+    {
+        bail!("{}/pinip missing: build it with cargo build -p pinip-cni", bin_dir.display());
+    }
+    netns::ip(&["-V"]).context("iproute2's ip is required")?;
+    Ok(())
+}

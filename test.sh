@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs every test: unit and property tests of each crate, and the end-to-end tests on the
+# real test bed (needs root for network namespaces, Debian's containernetworking-plugins, Go
+# to build the upstream control plane once). Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")"
+exec cargo test --workspace "$@"

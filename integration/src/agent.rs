@@ -165,8 +165,13 @@ impl Agent {
         let containers: Vec<Value> = pod
             .spec
             .as_ref()
-            .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
-            .unwrap_or_else(Vec::<String>::new)
+            .map(|s| {
+                s.containers
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect::<Vec<String>>()
+            })
+            .unwrap_or_default()
             .into_iter()
             .map(|name| {
                 json!({
@@ -190,10 +195,15 @@ impl Agent {
             ],
             "containerStatuses": containers,
         }});
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-        api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(status))
-            .await
-            .with_context(|| format!("reporting pod {} Running", pod.name_any()))?;
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        api.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(status),
+        )
+        .await
+        .with_context(|| format!("reporting pod {} Running", pod.name_any()))?;
         Ok(())
     }
 
@@ -203,7 +213,10 @@ impl Agent {
         let Some((sb, result)) = sandbox.take() else {
             return;
         };
-        let ns = sb.netns.file_name().map(|n| n.to_string_lossy().into_owned());
+        let ns = sb
+            .netns
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
         let Ok(_slot) = self.cni_slots.acquire().await else {
             return;
         };
@@ -218,13 +231,16 @@ impl Agent {
         .await;
         match outcome {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(node = %self.node.name, error = format!("{e:#}"), "sandbox teardown failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(node = %self.node.name, error = format!("{e:#}"), "sandbox teardown failed")
+            }
             Err(e) => tracing::warn!(error = %e, "teardown task failed"),
         }
     }
 
     async fn finish_deletion(&self, pod: &Pod, uid: &str) -> Result<()> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {

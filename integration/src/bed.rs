@@ -64,7 +64,10 @@ impl Default for BedOptions {
 }
 
 pub struct Bed {
-    pub cp: ControlPlane,
+    /// The control plane this bed started; `None` when attached to a running bed.
+    pub cp: Option<ControlPlane>,
+    pub kubeconfig: PathBuf,
+    pub api_port: u16,
     pub nodes: Vec<NodeSpec>,
     pub netns_prefix: String,
     pub dir: PathBuf,
@@ -77,13 +80,65 @@ pub struct Bed {
 
 static BEDS: AtomicUsize = AtomicUsize::new(0);
 
+/// What a running bed records in its directory so that tests can attach to it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BedState {
+    netns_prefix: String,
+    api_port: u16,
+    nodes: Vec<(String, String, String)>,
+}
+
+const STATE_FILE: &str = "bed.json";
+
 impl Bed {
+    /// Attaches to the bed running in `$PINIP_BED_DIR` (started with `testbed up`) when that
+    /// is set, to iterate on one test quickly; otherwise starts a fresh bed with `opts`.
+    pub async fn start_or_attach(opts: BedOptions) -> Result<Bed> {
+        match std::env::var_os("PINIP_BED_DIR") {
+            Some(dir) => Bed::attach(Path::new(&dir)).await,
+            None => Bed::start(opts).await,
+        }
+    }
+
+    /// A handle on a bed another process runs; dropping it leaves that bed alone.
+    pub async fn attach(dir: &Path) -> Result<Bed> {
+        let state: BedState = serde_json::from_slice(
+            &std::fs::read(dir.join(STATE_FILE))
+                .with_context(|| format!("no running bed in {}", dir.display()))?,
+        )?;
+        let kubeconfig = dir.join("admin.kubeconfig");
+        let client = crate::controlplane::client_for(&kubeconfig).await?;
+        Ok(Bed {
+            cp: None,
+            kubeconfig,
+            api_port: state.api_port,
+            nodes: state
+                .nodes
+                .into_iter()
+                .map(|(name, zone, internal_ip)| NodeSpec {
+                    name,
+                    zone,
+                    internal_ip,
+                })
+                .collect(),
+            netns_prefix: state.netns_prefix,
+            dir: dir.to_path_buf(),
+            startup: Duration::ZERO,
+            client,
+            tasks: Vec::new(),
+            owns_dir: false,
+        })
+    }
+
     pub async fn start(opts: BedOptions) -> Result<Bed> {
         let t0 = Instant::now();
         check_root_and_tools(&opts)?;
         let removed = netns::sweep_stale()?;
         if !removed.is_empty() {
-            tracing::info!(?removed, "removed namespaces left by dead test-bed processes");
+            tracing::info!(
+                ?removed,
+                "removed namespaces left by dead test-bed processes"
+            );
         }
         let n = BEDS.fetch_add(1, Ordering::Relaxed);
         let netns_prefix = format!("{}{}-{n}-", netns::PREFIX, std::process::id());
@@ -102,7 +157,9 @@ impl Bed {
         let cp = ControlPlane::start(&dir, &bins).await?;
         let client = cp.client().await?;
         let mut bed = Bed {
-            cp,
+            kubeconfig: cp.admin_kubeconfig.clone(),
+            api_port: cp.api_port,
+            cp: Some(cp),
             nodes: node::node_specs(opts.nodes),
             netns_prefix,
             dir,
@@ -116,7 +173,8 @@ impl Bed {
         for (i, spec) in bed.nodes.clone().into_iter().enumerate() {
             let ns = format!("{}node-{}", bed.netns_prefix, spec.name);
             nodenet::create(&ns)?;
-            bed.tasks.push(nodenet::forward_loopback(&ns, bed.cp.api_port)?);
+            bed.tasks
+                .push(nodenet::forward_loopback(&ns, bed.api_port)?);
             let conflist = conflist(&opts, i, &bed.dir, &cni_kubeconfig);
             std::fs::write(
                 bed.dir.join(format!("{}.conflist", spec.name)),
@@ -140,8 +198,21 @@ impl Bed {
             bed.tasks.push(tokio::spawn(agent.run()));
         }
         bed.wait_nodes_schedulable(Duration::from_secs(60)).await?;
+        let state = BedState {
+            netns_prefix: bed.netns_prefix.clone(),
+            api_port: bed.api_port,
+            nodes: bed
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.zone.clone(), n.internal_ip.clone()))
+                .collect(),
+        };
+        std::fs::write(bed.dir.join(STATE_FILE), serde_json::to_vec_pretty(&state)?)?;
         bed.startup = t0.elapsed();
-        tracing::info!(startup_ms = bed.startup.as_millis() as u64, "test bed ready");
+        tracing::info!(
+            startup_ms = bed.startup.as_millis() as u64,
+            "test bed ready"
+        );
         Ok(bed)
     }
 
@@ -149,8 +220,29 @@ impl Bed {
         self.client.clone()
     }
 
-    pub fn kubeconfig(&self) -> &Path {
-        &self.cp.admin_kubeconfig
+    /// Process ids of the control-plane components this bed started.
+    pub fn component_pids(&self) -> Vec<u32> {
+        self.cp.as_ref().map(ControlPlane::pids).unwrap_or_default()
+    }
+
+    /// Fails when a component this bed started has exited.
+    pub fn check(&mut self) -> Result<()> {
+        match self.cp.as_mut() {
+            Some(cp) => cp.check(),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates a namespace named `base` plus a unique suffix, so tests can share a bed.
+    pub async fn temp_namespace(&self, base: &str, labels: Value) -> Result<String> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "{base}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        self.namespace(&name, labels).await?;
+        Ok(name)
     }
 
     /// A user that may only get pods, for the pinip CNI plugin (as a node's credential would).
@@ -177,10 +269,15 @@ impl Bed {
                 }))?,
             )
             .await?;
-        let cert = self.cp.pki.client("cni", user, None)?;
+        let pki = &self
+            .cp
+            .as_ref()
+            .expect("a started bed has a control plane")
+            .pki;
+        let cert = pki.client("cni", user, None)?;
         let path = self.dir.join("cni.kubeconfig");
-        let server = format!("https://127.0.0.1:{}", self.cp.api_port);
-        write_kubeconfig(&path, &server, &self.cp.pki.ca_pem, &cert)?;
+        let server = format!("https://127.0.0.1:{}", self.api_port);
+        write_kubeconfig(&path, &server, &pki.ca_pem, &cert)?;
         Ok(path)
     }
 
@@ -212,7 +309,10 @@ impl Bed {
                 return Ok(());
             }
             if start.elapsed() > limit {
-                bail!("{ready} of {} nodes schedulable after {limit:?}", self.nodes.len());
+                bail!(
+                    "{ready} of {} nodes schedulable after {limit:?}",
+                    self.nodes.len()
+                );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -249,10 +349,13 @@ impl Bed {
 
     /// Stops everything and removes what the bed created. Also run on drop.
     pub fn teardown(&mut self) {
+        let Some(mut cp) = self.cp.take() else {
+            return;
+        };
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        self.cp.stop();
+        cp.stop();
         match netns::list_with_prefix(&self.netns_prefix) {
             Ok(list) => {
                 for ns in list {
@@ -318,7 +421,10 @@ fn check_root_and_tools(opts: &BedOptions) -> Result<()> {
     if let Ipam::Pinip { bin_dir } = &opts.ipam
         && !bin_dir.join("pinip").exists()
     {
-        bail!("{}/pinip missing: build it with cargo build -p pinip-cni", bin_dir.display());
+        bail!(
+            "{}/pinip missing: build it with cargo build -p pinip-cni",
+            bin_dir.display()
+        );
     }
     netns::ip(&["-V"]).context("iproute2's ip is required")?;
     Ok(())

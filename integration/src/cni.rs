@@ -130,7 +130,7 @@ impl CniRuntime {
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         let len = kv.len();
         kv.rotate_left(n % len);
-        if n % 2 == 1 {
+        if !n.is_multiple_of(2) {
             kv.reverse();
         }
         kv.join(";")
@@ -173,11 +173,7 @@ impl CniRuntime {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("running {}", bin.display()))?;
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(&stdin)?;
+        child.stdin.take().expect("piped stdin").write_all(&stdin)?;
         let out = child.wait_with_output()?;
         let stdout: Value = if out.stdout.iter().all(u8::is_ascii_whitespace) {
             Value::Null

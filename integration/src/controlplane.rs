@@ -282,7 +282,11 @@ where
     let start = Instant::now();
     loop {
         if probe().await {
-            tracing::info!(component = what, elapsed_ms = start.elapsed().as_millis() as u64, "healthy");
+            tracing::info!(
+                component = what,
+                elapsed_ms = start.elapsed().as_millis() as u64,
+                "healthy"
+            );
             return Ok(());
         }
         for p in procs.iter_mut() {

@@ -15,7 +15,12 @@ use pinip_integration::{Bed, BedOptions, Ipam, MainPlugin};
 #[command(name = "testbed", version, about = "pinip's real-cluster test bed")]
 struct Cli {
     /// Directory holding a running bed's state (kubeconfig, logs, pid).
-    #[arg(long, global = true, env = "PINIP_BED_DIR", default_value = "/tmp/pinip-bed")]
+    #[arg(
+        long,
+        global = true,
+        env = "PINIP_BED_DIR",
+        default_value = "/tmp/pinip-bed"
+    )]
     dir: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
@@ -61,7 +66,10 @@ async fn main() -> Result<()> {
             if let Ok(pid) = std::fs::read_to_string(&pidfile)
                 && alive(pid.trim().parse().unwrap_or(0))
             {
-                bail!("a bed is already running (pid {}); run `down` first", pid.trim());
+                bail!(
+                    "a bed is already running (pid {}); run `down` first",
+                    pid.trim()
+                );
             }
             let ipam = match pinip_bin_dir {
                 Some(bin_dir) => Ipam::Pinip { bin_dir },
@@ -81,16 +89,17 @@ async fn main() -> Result<()> {
                 bed.startup.as_secs_f64(),
                 bed.nodes.len(),
                 bed.dir.join("logs").display(),
-                bed.kubeconfig().display()
+                bed.kubeconfig.display()
             );
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let mut check = tokio::time::interval(Duration::from_secs(2));
             loop {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => break,
                     _ = term.recv() => break,
                     _ = check.tick() => {
-                        if let Err(e) = bed.cp.check() {
+                        if let Err(e) = bed.check() {
                             eprintln!("control plane failed: {e:#}");
                             break;
                         }

@@ -7,8 +7,8 @@ use anyhow::Result;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
@@ -83,7 +83,8 @@ pub async fn report_status(client: &Client, spec: &NodeSpec) -> Result<()> {
         json!({"type": t, "status": s, "reason": reason, "message": reason,
                "lastHeartbeatTime": now, "lastTransitionTime": now})
     };
-    let resources = json!({"cpu": "16", "memory": "64Gi", "pods": "250", "ephemeral-storage": "100Gi"});
+    let resources =
+        json!({"cpu": "16", "memory": "64Gi", "pods": "250", "ephemeral-storage": "100Gi"});
     let status = json!({"status": {
         "capacity": resources,
         "allocatable": resources,
@@ -132,7 +133,7 @@ pub async fn heartbeat(client: Client, spec: NodeSpec) {
             tracing::warn!(node = %spec.name, error = %e, "lease renewal failed");
         }
         tick += 1;
-        if tick % 4 == 0
+        if tick.is_multiple_of(4)
             && let Err(e) = report_status(&client, &spec).await
         {
             tracing::warn!(node = %spec.name, error = %e, "node status update failed");

@@ -17,7 +17,16 @@ pub const MACVLAN_MASTER: &str = "mv0";
 pub fn create(ns: &str) -> Result<()> {
     netns::add(ns)?;
     netns::ip(&[
-        "-n", ns, "link", "add", MACVLAN_MASTER, "type", "veth", "peer", "name", "mv0-peer",
+        "-n",
+        ns,
+        "link",
+        "add",
+        MACVLAN_MASTER,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "mv0-peer",
     ])?;
     netns::ip(&["-n", ns, "link", "set", MACVLAN_MASTER, "up"])?;
     netns::ip(&["-n", ns, "link", "set", "mv0-peer", "up"])?;
@@ -36,7 +45,11 @@ pub fn forward_loopback(ns: &str, port: u16) -> Result<tokio::task::JoinHandle<(
                 .with_context(|| format!("opening {}", path.display()))?;
             // SAFETY: setns on this thread only, with a valid namespace fd.
             if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns {}: {}", path.display(), std::io::Error::last_os_error());
+                bail!(
+                    "setns {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
             }
             let l = StdListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
             l.set_nonblocking(true)?;

@@ -21,10 +21,7 @@ impl Proc {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
         // SAFETY: prctl and setpgid are async-signal-safe and touch only the child.
         unsafe {
             cmd.pre_exec(|| {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use pinip_api::{IPClaim, IPPool};
 use pinip_integration::{Bed, BedOptions};
 use serde_json::{Value, json};
@@ -19,7 +19,13 @@ async fn install_crds(client: &Client) -> Result<()> {
     for f in ["ippools.pinip.io.yaml", "ipclaims.pinip.io.yaml"] {
         let text = std::fs::read_to_string(format!("{CRD_DIR}/{f}"))?;
         let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)?;
-        crds.create(&PostParams::default(), &crd).await?;
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(
+            &name,
+            &PatchParams::apply("pinip-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
     }
     let start = Instant::now();
     for name in ["ippools.pinip.io", "ipclaims.pinip.io"] {
@@ -52,7 +58,10 @@ fn pool(name: &str, spec: Value) -> IPPool {
 }
 
 async fn rejected(api: &Api<IPPool>, name: &str, spec: Value) -> String {
-    match api.create(&PostParams::default(), &pool(name, spec.clone())).await {
+    match api
+        .create(&PostParams::default(), &pool(name, spec.clone()))
+        .await
+    {
         Ok(_) => panic!("pool {spec} was accepted"),
         Err(kube::Error::Api(s)) => s.message,
         Err(e) => panic!("unexpected error {e}"),
@@ -74,7 +83,7 @@ async fn columns(client: &Client, path: &str) -> Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crds_load_validate_and_print() -> Result<()> {
-    let bed = Bed::start(BedOptions {
+    let bed = Bed::start_or_attach(BedOptions {
         nodes: 0,
         ..Default::default()
     })
@@ -89,21 +98,49 @@ async fn crds_load_validate_and_print() -> Result<()> {
         "routes": [{"dst": "0.0.0.0/0"}], "default": true,
         "nodeSelector": {"matchLabels": {"topology.kubernetes.io/zone": "a"}},
     });
-    let created = pools.create(&PostParams::default(), &pool("blue", good)).await?;
+    // Unique names, so the test also runs against a long-lived bed (PINIP_BED_DIR).
+    let id = std::process::id();
+    let created = pools
+        .create(&PostParams::default(), &pool(&format!("blue-{id}"), good))
+        .await?;
     assert_eq!(created.spec.usable()?.size(), 187);
     pools
-        .create(&PostParams::default(), &pool("v6", json!({"cidr": "fd00:20::/64"})))
+        .create(
+            &PostParams::default(),
+            &pool(&format!("v6-{id}"), json!({"cidr": "fd00:20::/64"})),
+        )
         .await?;
 
     let cases = [
         (json!({"cidr": "10.20.0.300/24"}), "must be a CIDR"),
-        (json!({"cidr": "10.20.0.5/24"}), "must have no host bits set"),
-        (json!({"cidr": "10.20.0.0/24", "gateway": "10.9.0.1"}), "gateway must lie inside cidr"),
-        (json!({"cidr": "10.20.0.0/24", "gateway": "nope"}), "must be an IP address"),
-        (json!({"cidr": "10.20.0.0/24", "ranges": ["10.20.0.10-10.20.0.x"]}), "must be an address or a first-last range"),
-        (json!({"cidr": "10.20.0.0/24", "ranges": ["10.30.0.1-10.30.0.9"]}), "every range must lie inside cidr"),
-        (json!({"cidr": "10.20.0.0/24", "exclude": ["bad"]}), "must be a CIDR, an address or a first-last range"),
-        (json!({"cidr": "10.20.0.0/24", "network": "Net_1"}), "should match"),
+        (
+            json!({"cidr": "10.20.0.5/24"}),
+            "must have no host bits set",
+        ),
+        (
+            json!({"cidr": "10.20.0.0/24", "gateway": "10.9.0.1"}),
+            "gateway must lie inside cidr",
+        ),
+        (
+            json!({"cidr": "10.20.0.0/24", "gateway": "nope"}),
+            "must be an IP address",
+        ),
+        (
+            json!({"cidr": "10.20.0.0/24", "ranges": ["10.20.0.10-10.20.0.x"]}),
+            "must be an address or a first-last range",
+        ),
+        (
+            json!({"cidr": "10.20.0.0/24", "ranges": ["10.30.0.1-10.30.0.9"]}),
+            "every range must lie inside cidr",
+        ),
+        (
+            json!({"cidr": "10.20.0.0/24", "exclude": ["bad"]}),
+            "must be a CIDR, an address or a first-last range",
+        ),
+        (
+            json!({"cidr": "10.20.0.0/24", "network": "Net_1"}),
+            "should match",
+        ),
     ];
     for (i, (spec, want)) in cases.into_iter().enumerate() {
         let msg = rejected(&pools, &format!("bad-{i}"), spec.clone()).await;
@@ -116,22 +153,25 @@ async fn crds_load_validate_and_print() -> Result<()> {
     );
     assert_eq!(
         columns(&client, "/apis/pinip.io/v1alpha1/ipclaims").await?,
-        ["NAME", "ADDRESS", "POOL", "OWNER", "POD", "NODE", "PHASE", "AGE"]
+        [
+            "NAME", "ADDRESS", "POOL", "OWNER", "POD", "NODE", "PHASE", "AGE"
+        ]
     );
 
     // A claim's pool and address never change: the claim's name is its address.
     let claims: Api<IPClaim> = Api::all(client.clone());
+    let claim_name = format!("n{id}.10-20-0-5");
     let claim: IPClaim = serde_json::from_value(json!({
         "apiVersion": "pinip.io/v1alpha1", "kind": "IPClaim",
-        "metadata": {"name": "10-20-0-5"},
+        "metadata": {"name": claim_name},
         "spec": {"pool": "blue", "address": "10.20.0.5/24",
                  "owner": {"kind": "Pod", "namespace": "demo", "name": "web"}},
     }))?;
     claims.create(&PostParams::default(), &claim).await?;
-    let mut moved = claims.get("10-20-0-5").await?;
+    let mut moved = claims.get(&claim_name).await?;
     moved.spec.address = "10.20.0.6/24".into();
     let err = claims
-        .replace("10-20-0-5", &PostParams::default(), &moved)
+        .replace(&claim_name, &PostParams::default(), &moved)
         .await
         .expect_err("address change accepted");
     assert!(err.to_string().contains("immutable"), "{err}");

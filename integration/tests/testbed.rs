@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use pinip_integration::{Bed, BedOptions, MainPlugin, netns};
 use serde_json::json;
 
@@ -52,7 +52,7 @@ fn running_with_ip(p: &Pod) -> Option<String> {
 }
 
 async fn deployment_round_trip(plugin: MainPlugin) -> Result<()> {
-    let bed = Bed::start(BedOptions {
+    let bed = Bed::start_or_attach(BedOptions {
         main_plugin: plugin,
         ..Default::default()
     })
@@ -60,30 +60,44 @@ async fn deployment_round_trip(plugin: MainPlugin) -> Result<()> {
     eprintln!("{plugin:?} bed ready in {:?}", bed.startup);
     let prefix = bed.netns_prefix.clone();
     let client = bed.client();
-    bed.namespace("demo", json!({})).await?;
-    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "demo");
+    let ns = bed.temp_namespace("demo", json!({})).await?;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     deploys
         .create(&PostParams::default(), &deployment("web", 3))
         .await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "demo");
-    let list = wait_for("3 pods Running with addresses", Duration::from_secs(60), || {
-        let pods = pods.clone();
-        async move {
-            let l = pods.list(&ListParams::default().labels("app=web")).await?;
-            let ok = l.items.len() == 3 && l.items.iter().all(|p| running_with_ip(p).is_some());
-            Ok(ok.then_some(l.items))
-        }
-    })
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let list = wait_for(
+        "3 pods Running with addresses",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            async move {
+                let l = pods.list(&ListParams::default().labels("app=web")).await?;
+                let ok = l.items.len() == 3 && l.items.iter().all(|p| running_with_ip(p).is_some());
+                Ok(ok.then_some(l.items))
+            }
+        },
+    )
     .await?;
 
     let mut ips = Vec::new();
     for p in &list {
-        let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
-        assert!(bed.nodes.iter().any(|n| n.name == node), "{} on unknown node {node:?}", p.name_any());
+        let node = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        assert!(
+            bed.nodes.iter().any(|n| n.name == node),
+            "{} on unknown node {node:?}",
+            p.name_any()
+        );
         let ip = running_with_ip(p).unwrap();
         let configured = netns::addresses(&bed.pod_netns(&p.uid().unwrap()), "eth0")?;
         assert!(
-            configured.iter().any(|a| a.split('/').next() == Some(ip.as_str())),
+            configured
+                .iter()
+                .any(|a| a.split('/').next() == Some(ip.as_str())),
             "pod {} reports {ip} but its namespace has {configured:?}",
             p.name_any()
         );
@@ -95,19 +109,30 @@ async fn deployment_round_trip(plugin: MainPlugin) -> Result<()> {
     assert_eq!(bed.pod_namespaces()?.len(), 3);
 
     deploys.delete("web", &DeleteParams::foreground()).await?;
-    wait_for("pods and their namespaces gone", Duration::from_secs(60), || {
-        let pods = pods.clone();
-        let bed = &bed;
-        async move {
-            let left = pods.list(&ListParams::default()).await?.items.len();
-            Ok((left == 0 && bed.pod_namespaces()?.is_empty()).then_some(()))
-        }
-    })
+    wait_for(
+        "pods and their namespaces gone",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            let bed = &bed;
+            async move {
+                let left = pods.list(&ListParams::default()).await?.items.len();
+                Ok((left == 0 && bed.pod_namespaces()?.is_empty()).then_some(()))
+            }
+        },
+    )
     .await?;
 
-    let pids: Vec<u32> = bed.cp.pids();
+    let pids: Vec<u32> = bed.component_pids();
+    let attached = bed.cp.is_none();
     drop(bed);
-    assert!(netns::list_with_prefix(&prefix)?.is_empty(), "namespaces left after teardown");
+    if attached {
+        return Ok(());
+    }
+    assert!(
+        netns::list_with_prefix(&prefix)?.is_empty(),
+        "namespaces left after teardown"
+    );
     for pid in pids {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists()

@@ -114,9 +114,9 @@ impl AddrSet {
     /// Number of addresses. An IPv6 set can hold 2^128 addresses, one more than `u128::MAX`;
     /// that single case saturates.
     pub fn len(&self) -> u128 {
-        self.spans
-            .iter()
-            .fold(0u128, |acc, (s, e)| acc.saturating_add((e - s).saturating_add(1)))
+        self.spans.iter().fold(0u128, |acc, (s, e)| {
+            acc.saturating_add((e - s).saturating_add(1))
+        })
     }
 
     pub fn contains(&self, ip: &IpAddr) -> bool {
@@ -308,9 +308,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn v4(spans: &[(u32, u32)]) -> AddrSet {
-        spans.iter().fold(AddrSet::empty(Family::V4), |acc, (s, e)| {
-            acc.union(&AddrSet::of_range(Family::V4, *s as u128, *e as u128))
-        })
+        spans
+            .iter()
+            .fold(AddrSet::empty(Family::V4), |acc, (s, e)| {
+                acc.union(&AddrSet::of_range(Family::V4, *s as u128, *e as u128))
+            })
     }
 
     fn members(set: &AddrSet) -> Vec<u128> {

@@ -118,9 +118,9 @@ impl FromStr for IpRequest {
     fn from_str(value: &str) -> Result<Self, AnnotationError> {
         let mut ips: Vec<IpAddr> = Vec::new();
         for item in split_list(IP, value)? {
-            let ip: IpAddr = item
-                .parse()
-                .map_err(|_| AnnotationError::NotAnIp { value: item.clone() })?;
+            let ip: IpAddr = item.parse().map_err(|_| AnnotationError::NotAnIp {
+                value: item.clone(),
+            })?;
             if ips.iter().any(|o| Family::of(o) == Family::of(&ip)) {
                 return Err(AnnotationError::SameFamily {
                     value: value.into(),
@@ -307,10 +307,7 @@ mod tests {
     fn ip_parse_and_render() {
         let r: IpRequest = "10.0.0.5,fd00::5".parse().unwrap();
         assert_eq!(r.to_string(), "10.0.0.5,fd00::5");
-        assert_eq!(
-            r.for_family(Family::V6),
-            Some("fd00::5".parse().unwrap())
-        );
+        assert_eq!(r.for_family(Family::V6), Some("fd00::5".parse().unwrap()));
         assert_eq!(
             err::<IpRequest>("10.0.0.300"),
             r#"pinip.io/ip: "10.0.0.300" is not an IP address"#
@@ -338,7 +335,10 @@ mod tests {
     fn allocation_round_trip() {
         let a: Allocation = DESIGN_EXAMPLE.parse().unwrap();
         let eth0 = a.interface("eth0").unwrap();
-        assert_eq!(eth0.ips[0].address, "10.20.0.5/24".parse::<IpNet>().unwrap());
+        assert_eq!(
+            eth0.ips[0].address,
+            "10.20.0.5/24".parse::<IpNet>().unwrap()
+        );
         assert_eq!(a.render(), DESIGN_EXAMPLE);
         assert!(a.interface("net1").is_none());
     }

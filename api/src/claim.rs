@@ -6,7 +6,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// An address held by an owner (a pod, or a workload that retains it).
-#[derive(CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
+)]
 #[kube(
     group = "pinip.io",
     version = "v1alpha1",
@@ -71,18 +73,35 @@ pub struct PodRef {
     pub uid: String,
 }
 
+/// Absent until the binder first sees the claim; an absent phase means Reserved (a claim is
+/// created in one write, and the status subresource cannot be set on create).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct IPClaimStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ClaimPhase>,
+    /// When a retained claim was last taken for a new pod (Released → Reserved); the binder's
+    /// reclaim grace period counts from here, or from creation when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+impl IPClaim {
+    pub fn phase(&self) -> ClaimPhase {
+        self.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or(ClaimPhase::Reserved)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ClaimPhase {
-    /// Created by the webhook; no pod bound yet.
+    /// Decided by the webhook for a pod that is not bound yet.
     Reserved,
     /// A live pod holds the address.
     Bound,
-    /// The owner is gone; the address is about to be freed.
+    /// No pod holds the address. A retained claim (StatefulSet ordinal, `app` set) waits in
+    /// this phase for its owner's next pod; any other claim is about to be deleted.
     Released,
 }

@@ -10,7 +10,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{name:?} is not an IPClaim name (expected e.g. 10-20-0-5, fd00-0000-…-0005 or net1.10-20-0-5)")]
+#[error(
+    "{name:?} is not an IPClaim name (expected e.g. 10-20-0-5, fd00-0000-…-0005 or net1.10-20-0-5)"
+)]
 pub struct ClaimNameError {
     pub name: String,
 }

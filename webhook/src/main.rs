@@ -1,20 +1,163 @@
-//! pinip admission webhook: decides each pod's address at creation (/mutate) and enforces policy (/validate).
-//!
-//! Not implemented yet: this binary only documents itself and refuses to run, so that nothing
-//! pretends to work before its issue lands.
+//! pinip-webhook: flags, logging, state, server.
 
-use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-/// pinip admission webhook: decides each pod's address at creation (/mutate) and enforces policy (/validate).
-///
-/// NOT IMPLEMENTED YET: running it exits with status 2.
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use kube::Client;
+use pinip_webhook::allocate::Allocator;
+use pinip_webhook::index::Index;
+use pinip_webhook::metrics::Metrics;
+use pinip_webhook::server::{App, router};
+use pinip_webhook::state::{PatchEncoding, State};
+use pinip_webhook::tls::ReloadingCert;
+
+/// pinip admission webhook: decides each pod's fixed address at creation (/mutate) and
+/// enforces policy on pods, IPPools and IPClaims (/validate). Also serves /healthz, /readyz
+/// and /metrics (Prometheus) on the same HTTPS port.
 #[derive(Parser, Debug)]
 #[command(name = "pinip-webhook", version)]
-struct Args {}
+struct Args {
+    /// Address and port to serve HTTPS on.
+    #[arg(long, env = "PINIP_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Directory with tls.crt and tls.key (a mounted Secret); re-read when its contents change.
+    #[arg(long, env = "PINIP_TLS_DIR", default_value = "/etc/pinip/tls")]
+    tls_dir: PathBuf,
+    /// How often to look for a rotated certificate.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    tls_reload_interval: Duration,
+    /// kubeconfig to reach the API server; default: in-cluster config or $KUBECONFIG.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// An address released less than this long ago is not handed out again.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    cooldown: Duration,
+    /// Pod interface the allocation is written for.
+    #[arg(long, default_value = "eth0")]
+    interface: String,
+    /// Users allowed to create, change and delete IPClaims (repeat the flag).
+    #[arg(long = "claim-writer", default_values_t = [
+        "system:serviceaccount:pinip-system:pinip-webhook".to_string(),
+        "system:serviceaccount:pinip-system:pinip-binder".to_string(),
+    ])]
+    claim_writers: Vec<String>,
+    /// Users additionally allowed to delete IPClaims (the garbage collector releases claims
+    /// whose owner is gone).
+    #[arg(long = "claim-deleter", default_values_t = [
+        "system:serviceaccount:kube-system:generic-garbage-collector".to_string(),
+    ])]
+    claim_deleters: Vec<String>,
+    /// How AdmissionResponse.patch is encoded (base64 is what kube-apiserver expects).
+    #[arg(long, value_enum, default_value_t = PatchEncoding::Base64, hide = true)]
+    patch_encoding: PatchEncoding,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `pinip_webhook=debug,info`.
+    #[arg(long, env = "PINIP_LOG", default_value = "info")]
+    log: String,
+}
 
-fn main() -> std::process::ExitCode {
-    let _ = Args::parse();
-    let _ = pinip_api::annotations::ALLOCATION;
-    eprintln!("pinip-webhook is not implemented yet; see the project's open issues");
-    std::process::ExitCode::from(2)
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?;
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Plain => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let cert = ReloadingCert::load(&args.tls_dir).context("loading the serving certificate")?;
+    tokio::spawn(cert.clone().watch(args.tls_reload_interval));
+
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let client = Client::try_from(config)?;
+    let index = Index::start(&client);
+    let metrics = Arc::new(Metrics::default());
+    let state = Arc::new(State {
+        client: client.clone(),
+        index: index.clone(),
+        allocator: Allocator {
+            api: kube::Api::all(client.clone()),
+            index: index.clone(),
+            cooldown: args.cooldown,
+            interface: args.interface.clone(),
+            metrics: metrics.clone(),
+        },
+        metrics,
+        claim_writers: args.claim_writers.clone(),
+        claim_deleters: args.claim_deleters.clone(),
+        patch_encoding: args.patch_encoding,
+    });
+    let ready = Arc::new(AtomicBool::new(false));
+    {
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            index.wait_ready().await;
+            ready.store(true, Ordering::Relaxed);
+            tracing::info!("watches synced; ready");
+        });
+    }
+    let app = router(App { state, ready });
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cert.server_config()));
+    let handle = axum_server::Handle::new();
+    {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down; finishing open requests");
+            handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+    }
+    tracing::info!(listen = %args.listen, "serving");
+    axum_server::bind_rustls(args.listen, tls)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

@@ -41,7 +41,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    if drift { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if drift {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn usage(msg: &str) -> ExitCode {

@@ -1,0 +1,16 @@
+//! pinip's admission webhook: `/mutate` decides each pod's addresses when it is created and
+//! records them in `pinip.io/allocation`; `/validate` enforces policy on pods, pools and
+//! claims. `main.rs` only wires these modules together.
+
+pub mod allocate;
+pub mod index;
+pub mod metrics;
+pub mod mutate;
+pub mod owner;
+pub mod patch;
+pub mod policy;
+pub mod reason;
+pub mod server;
+pub mod state;
+pub mod tls;
+pub mod validate;

@@ -1,0 +1,125 @@
+//! Prometheus metrics: admissions by webhook and result, denials by reason, decision latency,
+//! 409 retries, and per-pool free/used addresses (computed from the watch index at scrape, so
+//! they never drift).
+
+use std::collections::HashMap;
+
+use kube::ResourceExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::index::Index;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub webhook: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+    pub state: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub admissions: Family<AdmissionLabels, Counter>,
+    pub denials: Family<DenialLabels, Counter>,
+    pub decision_seconds: Histogram,
+    pub claim_conflicts: Counter,
+    pool_addresses: Family<PoolLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("pinip_webhook");
+        let admissions = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "admissions",
+            "Admission reviews answered, by webhook and result",
+            admissions.clone(),
+        );
+        let denials = Family::<DenialLabels, Counter>::default();
+        registry.register("denials", "Admissions denied, by reason", denials.clone());
+        let decision_seconds = Histogram::new(
+            [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]
+            .into_iter(),
+        );
+        registry.register(
+            "decision_seconds",
+            "Time to decide a pod's addresses in /mutate, API writes included",
+            decision_seconds.clone(),
+        );
+        let claim_conflicts = Counter::default();
+        registry.register(
+            "claim_conflicts",
+            "IPClaim writes that lost a race (409) and moved to the next candidate",
+            claim_conflicts.clone(),
+        );
+        let pool_addresses = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "pool_addresses",
+            "Addresses per pool that are used (claimed) or free (saturates for huge pools)",
+            pool_addresses.clone(),
+        );
+        Metrics {
+            registry,
+            admissions,
+            denials,
+            decision_seconds,
+            claim_conflicts,
+            pool_addresses,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn admission(&self, webhook: &'static str, result: &'static str) {
+        self.admissions
+            .get_or_create(&AdmissionLabels { webhook, result })
+            .inc();
+    }
+
+    /// The text exposition, with pool gauges recomputed from `index`.
+    pub fn render(&self, index: &Index) -> String {
+        let mut used: HashMap<String, i64> = HashMap::new();
+        for c in index.claims.state() {
+            *used.entry(c.spec.pool.clone()).or_default() += 1;
+        }
+        self.pool_addresses.clear();
+        for p in index.pools.state() {
+            let name = p.name_any();
+            let size = p.spec.usable().map(|u| u.size()).unwrap_or(0);
+            let u = used.get(&name).copied().unwrap_or(0);
+            let free = i64::try_from(size).unwrap_or(i64::MAX).saturating_sub(u);
+            self.pool_addresses
+                .get_or_create(&PoolLabels {
+                    pool: name.clone(),
+                    state: "used",
+                })
+                .set(u);
+            self.pool_addresses
+                .get_or_create(&PoolLabels {
+                    pool: name,
+                    state: "free",
+                })
+                .set(free.max(0));
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}

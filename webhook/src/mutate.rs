@@ -1,0 +1,210 @@
+//! /mutate: decide a pod's addresses at creation and answer with the patch that records them.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::Api;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use pinip_api::annotations::{
+    ALLOCATION, Allocation, DnsAllocation, ENABLED_LABEL, IP, InterfaceAllocation, IpAllocation,
+    IpRequest, POOL, PoolRequest, RETAIN, Retain, RouteAllocation, USER_KEYS,
+};
+
+use crate::allocate::Decided;
+use crate::owner;
+use crate::policy::{self, Chosen};
+use crate::reason::Denial;
+use crate::state::State;
+
+/// `pinip: pod demo/web-0 (pool blue): <reason>` — what the user sees from kubectl.
+pub fn deny_message(ns: &str, pod: &str, pools: &str, reason: &Denial) -> String {
+    let pool = reason.pool().unwrap_or(pools);
+    if pool.is_empty() {
+        format!("pinip: pod {ns}/{pod}: {reason}")
+    } else {
+        format!("pinip: pod {ns}/{pod} (pool {pool}): {reason}")
+    }
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// Whether the pod is pinip's to decide: its namespace opted in, or it carries a pinip
+/// annotation.
+pub async fn in_scope(state: &State, pod: &Pod, ns: &str) -> bool {
+    if USER_KEYS.iter().any(|k| annotation(pod, k).is_some()) {
+        return true;
+    }
+    namespace_labels(state, ns)
+        .await
+        .get(ENABLED_LABEL)
+        .is_some_and(|v| v == "true")
+}
+
+/// A namespace's labels from the watch; one GET when the namespace is newer than the watch.
+pub async fn namespace_labels(state: &State, ns: &str) -> BTreeMap<String, String> {
+    if let Some(l) = state.index.namespace_labels(ns) {
+        return l;
+    }
+    let api: Api<Namespace> = Api::all(state.client.clone());
+    match api.get_opt(ns).await {
+        Ok(Some(n)) => n.metadata.labels.unwrap_or_default(),
+        _ => BTreeMap::new(),
+    }
+}
+
+pub async fn mutate(state: &State, req: &AdmissionRequest<Pod>) -> AdmissionResponse {
+    let resp = AdmissionResponse::from(req);
+    if req.operation != Operation::Create {
+        state.metrics.admission("mutate", "skipped");
+        return resp;
+    }
+    let Some(pod) = req.object.as_ref() else {
+        state.metrics.admission("mutate", "invalid");
+        return AdmissionResponse::invalid("pod CREATE review without an object");
+    };
+    let ns = req.namespace.clone().unwrap_or_default();
+    if !in_scope(state, pod, &ns).await {
+        state.metrics.admission("mutate", "skipped");
+        return resp;
+    }
+    let started = Instant::now();
+    let shown = owner::display_name(pod);
+    let pools_hint = annotation(pod, POOL).unwrap_or("");
+    let outcome = decide(state, pod, &ns, req.dry_run).await;
+    state
+        .metrics
+        .decision_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok((allocation, node_reqs)) => match crate::patch::mutation(pod, &allocation, &node_reqs) {
+            Ok(patch) => match resp.with_patch(patch) {
+                Ok(r) => {
+                    state.metrics.admission("mutate", "allowed");
+                    tracing::info!(pod_ref = %format!("{ns}/{shown}"), allocation = %allocation.render(), dry_run = req.dry_run, "decided");
+                    r
+                }
+                Err(e) => AdmissionResponse::invalid(e.to_string()),
+            },
+            Err(e) => AdmissionResponse::invalid(e.to_string()),
+        },
+        Err(denial) => {
+            state.metrics.admission("mutate", "denied");
+            state
+                .metrics
+                .denials
+                .get_or_create(&crate::metrics::DenialLabels {
+                    reason: denial.metric_label(),
+                })
+                .inc();
+            let msg = deny_message(&ns, &shown, pools_hint, &denial);
+            tracing::info!(pod_ref = %format!("{ns}/{shown}"), reason = denial.metric_label(), message = %msg, "denied");
+            resp.deny(msg)
+        }
+    }
+}
+
+type Decision = (
+    Allocation,
+    Vec<k8s_openapi::api::core::v1::NodeSelectorRequirement>,
+);
+
+async fn decide(state: &State, pod: &Pod, ns: &str, dry_run: bool) -> Result<Decision, Denial> {
+    if annotation(pod, ALLOCATION).is_some() {
+        return Err(Denial::AllocationSupplied);
+    }
+    let bad = |e: pinip_api::annotations::AnnotationError| Denial::Annotation(e.to_string());
+    let pool_req: Option<PoolRequest> = annotation(pod, POOL)
+        .map(str::parse)
+        .transpose()
+        .map_err(bad)?;
+    let ip_req: Option<IpRequest> = annotation(pod, IP)
+        .map(str::parse)
+        .transpose()
+        .map_err(bad)?;
+    let retain_req: Option<Retain> = annotation(pod, RETAIN)
+        .map(str::parse)
+        .transpose()
+        .map_err(bad)?;
+
+    let owner = owner::identify(pod, ns, |rs| state.index.replicaset_owner(ns, rs));
+    let retain = retain_req.unwrap_or_else(|| owner::default_retain(&owner));
+    owner::check_retain(&owner, retain).map_err(Denial::Retain)?;
+
+    let ns_labels = namespace_labels(state, ns).await;
+    let pools = state.index.pools.state();
+    let chosen = policy::choose(&pools, pod, &ns_labels, pool_req.as_ref(), ip_req.as_ref())?;
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let decided = state
+        .allocator
+        .allocate(&chosen, &owner, retain, &pod_name, dry_run)
+        .await?;
+    Ok((
+        allocation(&state.allocator.interface, &decided),
+        node_requirements(&chosen),
+    ))
+}
+
+fn node_requirements(
+    chosen: &[Chosen],
+) -> Vec<k8s_openapi::api::core::v1::NodeSelectorRequirement> {
+    let mut reqs = Vec::new();
+    for c in chosen {
+        if let Some(sel) = &c.pool.spec.node_selector {
+            for r in policy::node_requirements(sel) {
+                if !reqs.contains(&r) {
+                    reqs.push(r);
+                }
+            }
+        }
+    }
+    reqs
+}
+
+/// The allocation annotation for the decided addresses: one interface, its ips, and the
+/// pools' routes and DNS (route gateways default to the pool's gateway).
+pub fn allocation(interface: &str, decided: &[Decided]) -> Allocation {
+    let mut ips = Vec::new();
+    let mut routes = Vec::new();
+    let mut dns = DnsAllocation::default();
+    for d in decided {
+        let spec = &d.chosen.pool.spec;
+        let gateway = d.chosen.usable.gateway;
+        ips.push(IpAllocation {
+            address: d.chosen.usable.with_prefix(d.ip),
+            gateway,
+            pool: d.chosen.name(),
+            claim: d.claim.clone(),
+        });
+        for r in &spec.routes {
+            if let Ok(dst) = r.dst.parse() {
+                let gw = r.gw.as_deref().and_then(|g| g.parse().ok()).or(gateway);
+                routes.push(RouteAllocation { dst, gw });
+            }
+        }
+        if let Some(d) = &spec.dns {
+            dns.nameservers.extend(
+                d.nameservers
+                    .iter()
+                    .filter_map(|n| n.parse::<std::net::IpAddr>().ok()),
+            );
+            dns.search.extend(d.search.iter().cloned());
+            dns.options.extend(d.options.iter().cloned());
+        }
+    }
+    Allocation {
+        version: Allocation::VERSION,
+        interfaces: vec![InterfaceAllocation {
+            name: interface.to_string(),
+            ips,
+            routes,
+            dns,
+        }],
+    }
+}

@@ -1,0 +1,416 @@
+//! Which pools a pod draws from: the pool it names, else the pool holding the address it asks
+//! for, else the default pools its namespace may use whose nodes can satisfy the pod's own
+//! node constraints. One pool per address family.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
+use pinip_api::annotations::{IpRequest, PoolRequest};
+use pinip_api::{Family, IPPool, UsablePool};
+
+use crate::reason::Denial;
+
+/// A pool chosen for one family of a pod's addresses.
+#[derive(Clone, Debug)]
+pub struct Chosen {
+    pub pool: Arc<IPPool>,
+    pub usable: UsablePool,
+    /// The exact address the pod asked for in this family.
+    pub explicit: Option<IpAddr>,
+}
+
+impl Chosen {
+    pub fn name(&self) -> String {
+        self.pool.name_any()
+    }
+}
+
+/// Whether `selector` (absent: everything) admits `labels`.
+pub fn selector_admits(
+    selector: Option<&LabelSelector>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    match selector {
+        None => true,
+        Some(s) => Selector::try_from(s.clone()).is_ok_and(|sel| sel.matches(labels)),
+    }
+}
+
+pub fn namespace_may_use(pool: &IPPool, ns_labels: &BTreeMap<String, String>) -> bool {
+    selector_admits(pool.spec.namespace_selector.as_ref(), ns_labels)
+}
+
+/// The pool's node selector as node-selector requirements (matchLabels become `In`).
+pub fn node_requirements(sel: &LabelSelector) -> Vec<NodeSelectorRequirement> {
+    let mut reqs: Vec<NodeSelectorRequirement> = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| NodeSelectorRequirement {
+            key: k.clone(),
+            operator: "In".into(),
+            values: Some(vec![v.clone()]),
+        })
+        .collect();
+    reqs.extend(
+        sel.match_expressions
+            .iter()
+            .flatten()
+            .map(|e| NodeSelectorRequirement {
+                key: e.key.clone(),
+                operator: e.operator.clone(),
+                values: e.values.clone(),
+            }),
+    );
+    reqs
+}
+
+/// What a set of requirements says about one label key: the values it may take (None: any)
+/// and whether it must exist or must not.
+#[derive(Default)]
+struct KeyConstraint {
+    allowed: Option<Vec<String>>,
+    forbidden: Vec<String>,
+    must_exist: bool,
+    must_not_exist: bool,
+}
+
+fn constrain(map: &mut BTreeMap<String, KeyConstraint>, r: &NodeSelectorRequirement) {
+    let c = map.entry(r.key.clone()).or_default();
+    let vals = r.values.clone().unwrap_or_default();
+    match r.operator.as_str() {
+        "In" => {
+            c.must_exist = true;
+            c.allowed = Some(match c.allowed.take() {
+                None => vals,
+                Some(prev) => prev.into_iter().filter(|v| vals.contains(v)).collect(),
+            });
+        }
+        "NotIn" => c.forbidden.extend(vals),
+        "Exists" => c.must_exist = true,
+        "DoesNotExist" => c.must_not_exist = true,
+        // Gt/Lt compare integers; treat them as satisfiable (the scheduler decides).
+        _ => {}
+    }
+}
+
+/// Whether some node could carry labels satisfying all of `reqs` (label-level reasoning: no
+/// node list is consulted).
+fn satisfiable(reqs: &[NodeSelectorRequirement]) -> bool {
+    let mut map = BTreeMap::new();
+    for r in reqs {
+        constrain(&mut map, r);
+    }
+    map.values().all(|c| {
+        if c.must_not_exist {
+            return !c.must_exist;
+        }
+        match &c.allowed {
+            Some(vals) => vals.iter().any(|v| !c.forbidden.contains(v)),
+            None => true,
+        }
+    })
+}
+
+/// Whether the pool's nodes can satisfy the pod's nodeSelector and required node affinity.
+pub fn nodes_compatible(pool: &IPPool, pod: &Pod) -> bool {
+    let Some(sel) = pool.spec.node_selector.as_ref() else {
+        return true;
+    };
+    let mut base = node_requirements(sel);
+    let spec = pod.spec.as_ref();
+    base.extend(
+        spec.and_then(|s| s.node_selector.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| NodeSelectorRequirement {
+                key: k.clone(),
+                operator: "In".into(),
+                values: Some(vec![v.clone()]),
+            }),
+    );
+    let terms = spec
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .map(|r| r.node_selector_terms.clone())
+        .unwrap_or_default();
+    if terms.is_empty() {
+        return satisfiable(&base);
+    }
+    // Terms are ORed: one compatible term is enough.
+    terms.iter().any(|t| {
+        let mut reqs = base.clone();
+        reqs.extend(t.match_expressions.clone().unwrap_or_default());
+        satisfiable(&reqs)
+    })
+}
+
+/// Picks the pools for a pod. `pools` is every pool known; `pod_ref` names the pod in
+/// messages.
+pub fn choose(
+    pools: &[Arc<IPPool>],
+    pod: &Pod,
+    ns_labels: &BTreeMap<String, String>,
+    pool_req: Option<&PoolRequest>,
+    ip_req: Option<&IpRequest>,
+) -> Result<Vec<Chosen>, Denial> {
+    let mut chosen: Vec<Chosen> = Vec::new();
+    let usable = |p: &Arc<IPPool>| {
+        p.spec.usable().map_err(|e| Denial::BadPool {
+            pool: p.name_any(),
+            reason: e.to_string(),
+        })
+    };
+    if let Some(req) = pool_req {
+        for name in &req.0 {
+            let pool = pools
+                .iter()
+                .find(|p| &p.name_any() == name)
+                .ok_or_else(|| Denial::UnknownPool { pool: name.clone() })?;
+            if !namespace_may_use(pool, ns_labels) {
+                return Err(Denial::NamespaceNotAllowed { pool: name.clone() });
+            }
+            let u = usable(pool)?;
+            if chosen.iter().any(|c| c.usable.family() == u.family()) {
+                return Err(Denial::SameFamilyPools {
+                    pools: req.to_string(),
+                });
+            }
+            let explicit = ip_req.and_then(|r| r.for_family(u.family()));
+            if let Some(ip) = explicit
+                && !u.contains(&ip)
+            {
+                return Err(Denial::AddressNotInPool {
+                    pool: name.clone(),
+                    ip,
+                });
+            }
+            chosen.push(Chosen {
+                pool: pool.clone(),
+                usable: u,
+                explicit,
+            });
+        }
+        if let Some(r) = ip_req {
+            for ip in &r.0 {
+                if !chosen.iter().any(|c| c.usable.family() == Family::of(ip)) {
+                    return Err(Denial::AddressNotInPool {
+                        pool: req.to_string(),
+                        ip: *ip,
+                    });
+                }
+            }
+        }
+        return Ok(chosen);
+    }
+    if let Some(r) = ip_req {
+        for ip in &r.0 {
+            // Prefer the default network's pools; then by name, for a stable choice.
+            let mut holders: Vec<(&Arc<IPPool>, UsablePool)> = pools
+                .iter()
+                .filter(|p| namespace_may_use(p, ns_labels))
+                .filter_map(|p| p.spec.usable().ok().map(|u| (p, u)))
+                .filter(|(_, u)| u.contains(ip))
+                .collect();
+            holders.sort_by_key(|(p, _)| (!p.spec.network.is_empty(), p.name_any()));
+            let (pool, u) = holders
+                .into_iter()
+                .next()
+                .ok_or(Denial::NoPoolForAddress { ip: *ip })?;
+            chosen.push(Chosen {
+                pool: pool.clone(),
+                usable: u,
+                explicit: Some(*ip),
+            });
+        }
+        return Ok(chosen);
+    }
+    let mut defaults: Vec<&Arc<IPPool>> = pools
+        .iter()
+        .filter(|p| p.spec.default && p.spec.network.is_empty())
+        .collect();
+    defaults.sort_by_key(|p| p.name_any());
+    if defaults.is_empty() {
+        return Err(Denial::NoDefaultPool {
+            why: "no IPPool has default: true".into(),
+        });
+    }
+    let mut skipped = Vec::new();
+    for p in defaults {
+        if !namespace_may_use(p, ns_labels) {
+            skipped.push(format!("{} (namespace not admitted)", p.name_any()));
+            continue;
+        }
+        if !nodes_compatible(p, pod) {
+            skipped.push(format!(
+                "{} (its nodeSelector conflicts with the pod's node constraints)",
+                p.name_any()
+            ));
+            continue;
+        }
+        let Ok(u) = p.spec.usable() else {
+            skipped.push(format!("{} (invalid spec)", p.name_any()));
+            continue;
+        };
+        if chosen.iter().any(|c| c.usable.family() == u.family()) {
+            continue;
+        }
+        chosen.push(Chosen {
+            pool: p.clone(),
+            usable: u,
+            explicit: None,
+        });
+    }
+    if chosen.is_empty() {
+        return Err(Denial::NoDefaultPool {
+            why: format!("no default pool fits: {}", skipped.join(", ")),
+        });
+    }
+    // IPv4 first, so the pod's primary address is stable across families.
+    chosen.sort_by_key(|c| c.usable.family());
+    Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pool(name: &str, spec: serde_json::Value) -> Arc<IPPool> {
+        Arc::new(
+            serde_json::from_value(json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPPool",
+                "metadata": {"name": name}, "spec": spec}))
+            .unwrap(),
+        )
+    }
+
+    fn pod(spec: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": spec})).unwrap()
+    }
+
+    fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn empty_pod() -> Pod {
+        pod(json!({"containers": []}))
+    }
+
+    #[test]
+    fn defaults_pick_one_per_family_respecting_namespace_and_nodes() {
+        let pools = vec![
+            pool(
+                "a4",
+                json!({"cidr": "10.1.0.0/24", "default": true,
+                "nodeSelector": {"matchLabels": {"zone": "a"}}}),
+            ),
+            pool(
+                "b4",
+                json!({"cidr": "10.2.0.0/24", "default": true,
+                "nodeSelector": {"matchLabels": {"zone": "b"}}}),
+            ),
+            pool("v6", json!({"cidr": "fd00::/64", "default": true})),
+            pool(
+                "team",
+                json!({"cidr": "10.3.0.0/24", "default": true,
+                "namespaceSelector": {"matchLabels": {"team": "x"}}}),
+            ),
+        ];
+        let p = pod(json!({"containers": [], "nodeSelector": {"zone": "b"}}));
+        let c = choose(&pools, &p, &labels(&[]), None, None).unwrap();
+        let names: Vec<String> = c.iter().map(Chosen::name).collect();
+        assert_eq!(names, ["b4", "v6"]);
+        let c = choose(&pools, &empty_pod(), &labels(&[("team", "x")]), None, None).unwrap();
+        assert_eq!(c[0].name(), "a4");
+    }
+
+    #[test]
+    fn required_affinity_terms_are_ored() {
+        let pools = vec![pool(
+            "a4",
+            json!({"cidr": "10.1.0.0/24", "default": true,
+            "nodeSelector": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}}),
+        )];
+        let aff = |vals: serde_json::Value| {
+            pod(
+                json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": vals}}}}),
+            )
+        };
+        let ok = aff(json!([
+            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
+            {"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["b"]}]},
+        ]));
+        assert!(choose(&pools, &ok, &labels(&[]), None, None).is_ok());
+        let bad = aff(json!([{"matchExpressions": [{"key": "zone", "operator": "DoesNotExist"}]}]));
+        let err = choose(&pools, &bad, &labels(&[]), None, None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("conflicts with the pod's node constraints"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn named_pools_and_explicit_addresses() {
+        let pools = vec![
+            pool(
+                "blue",
+                json!({"cidr": "10.20.0.0/24", "gateway": "10.20.0.1"}),
+            ),
+            pool("blue6", json!({"cidr": "fd00:20::/64"})),
+            pool(
+                "private",
+                json!({"cidr": "10.30.0.0/24",
+                "namespaceSelector": {"matchLabels": {"team": "x"}}}),
+            ),
+        ];
+        let p = empty_pod();
+        let none = labels(&[]);
+        let req: PoolRequest = "blue,blue6".parse().unwrap();
+        assert_eq!(
+            choose(&pools, &p, &none, Some(&req), None).unwrap().len(),
+            2
+        );
+        let err = |pr: Option<&str>, ip: Option<&str>| {
+            let pr: Option<PoolRequest> = pr.map(|s| s.parse().unwrap());
+            let ip: Option<IpRequest> = ip.map(|s| s.parse().unwrap());
+            choose(&pools, &p, &none, pr.as_ref(), ip.as_ref())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(err(Some("nope"), None), "pool nope does not exist");
+        assert_eq!(
+            err(Some("private"), None),
+            "this namespace may not use pool private (its namespaceSelector does not admit the namespace)"
+        );
+        assert_eq!(
+            err(Some("blue"), Some("10.20.0.1")),
+            "address 10.20.0.1 is not one pool blue hands out (outside its ranges, excluded, or its gateway)"
+        );
+        assert_eq!(
+            err(None, Some("10.30.0.5")),
+            "no pool this namespace may use contains 10.30.0.5"
+        );
+        let c = choose(&pools, &p, &none, None, Some(&"10.20.0.7".parse().unwrap())).unwrap();
+        assert_eq!(
+            (c[0].name(), c[0].explicit),
+            ("blue".into(), Some("10.20.0.7".parse().unwrap()))
+        );
+        assert_eq!(
+            err(None, None),
+            "no default pool: no IPPool has default: true"
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! Why an admission is denied. Each reason reads as the end of a sentence that begins with the
+//! pod and pool (see `mutate::deny_message`), and has a short label for metrics.
+
+use std::net::IpAddr;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum Denial {
+    #[error("{0}")]
+    Annotation(String),
+    #[error("pool {pool} does not exist")]
+    UnknownPool { pool: String },
+    #[error(
+        "this namespace may not use pool {pool} (its namespaceSelector does not admit the namespace)"
+    )]
+    NamespaceNotAllowed { pool: String },
+    #[error("pools {pools} are of the same address family; name one pool per family")]
+    SameFamilyPools { pools: String },
+    #[error(
+        "address {ip} is not one pool {pool} hands out (outside its ranges, excluded, or its gateway)"
+    )]
+    AddressNotInPool { pool: String, ip: IpAddr },
+    #[error("no pool this namespace may use contains {ip}")]
+    NoPoolForAddress { ip: IpAddr },
+    #[error("no default pool: {why}")]
+    NoDefaultPool { why: String },
+    #[error("pool {pool} is invalid: {reason}")]
+    BadPool { pool: String, reason: String },
+    #[error("pool {pool} is exhausted: all {size} addresses are in use or cooling down")]
+    Exhausted { pool: String, size: u128 },
+    #[error("address {ip} is held by {holder}")]
+    AddressHeld { ip: IpAddr, holder: String },
+    #[error("{0}")]
+    Retain(String),
+    #[error("pinip.io/allocation is written only by the pinip webhook; remove it from the pod")]
+    AllocationSupplied,
+    #[error("{0}")]
+    Policy(String),
+    #[error("could not allocate: {0}; the API server will retry the pod's creation")]
+    Api(String),
+}
+
+impl Denial {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Denial::Annotation(_) => "malformed_annotation",
+            Denial::UnknownPool { .. } => "unknown_pool",
+            Denial::NamespaceNotAllowed { .. } => "namespace_not_allowed",
+            Denial::SameFamilyPools { .. } => "same_family_pools",
+            Denial::AddressNotInPool { .. } | Denial::NoPoolForAddress { .. } => {
+                "address_not_in_pool"
+            }
+            Denial::NoDefaultPool { .. } => "no_default_pool",
+            Denial::BadPool { .. } => "invalid_pool",
+            Denial::Exhausted { .. } => "pool_exhausted",
+            Denial::AddressHeld { .. } => "address_held",
+            Denial::Retain(_) => "bad_retain",
+            Denial::AllocationSupplied => "allocation_supplied",
+            Denial::Policy(_) => "policy",
+            Denial::Api(_) => "api_error",
+        }
+    }
+
+    /// The pool the reason is about, when it names one.
+    pub fn pool(&self) -> Option<&str> {
+        match self {
+            Denial::UnknownPool { pool }
+            | Denial::NamespaceNotAllowed { pool }
+            | Denial::AddressNotInPool { pool, .. }
+            | Denial::BadPool { pool, .. }
+            | Denial::Exhausted { pool, .. } => Some(pool),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+
+use kube::Client;
+
+use crate::allocate::Allocator;
+use crate::index::Index;
+use crate::metrics::Metrics;
+
+/// How `AdmissionResponse.patch` is written on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PatchEncoding {
+    /// A base64 string, as the Kubernetes API documents for `[]byte`.
+    Base64,
+    /// A JSON array of byte values, as kube-core serialises `Vec<u8>`.
+    Array,
+}
+
+pub struct State {
+    pub client: Client,
+    pub index: Index,
+    pub allocator: Allocator,
+    pub metrics: Arc<Metrics>,
+    pub claim_writers: Vec<String>,
+    pub claim_deleters: Vec<String>,
+    pub patch_encoding: PatchEncoding,
+}

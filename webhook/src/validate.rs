@@ -1,0 +1,257 @@
+//! /validate: policy on pods (explicit addresses in allowed pools, no spoofed or changed
+//! allocation), on IPPools (valid, non-overlapping, never stranding a live claim) and on
+//! IPClaims (only pinip's own service accounts write them).
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use pinip_api::annotations::{ALLOCATION, Allocation, IP, IpRequest, USER_KEYS};
+use pinip_api::{IPClaim, IPPool, claim_name};
+
+use crate::allocate::{holder, same_owner};
+use crate::mutate::namespace_labels;
+use crate::owner;
+use crate::policy::namespace_may_use;
+use crate::state::State;
+
+pub async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let resp = AdmissionResponse::from(req);
+    let verdict = match (req.kind.group.as_str(), req.kind.kind.as_str()) {
+        ("", "Pod") => pod(state, req).await,
+        ("pinip.io", "IPPool") => pool(state, req).await,
+        ("pinip.io", "IPClaim") => claim(state, req),
+        _ => Ok(()),
+    };
+    match verdict {
+        Ok(()) => {
+            state.metrics.admission("validate", "allowed");
+            resp
+        }
+        Err(Verdict::Deny(msg)) => {
+            state.metrics.admission("validate", "denied");
+            tracing::info!(kind = %req.kind.kind, name = %req.name, message = %msg, "denied");
+            resp.deny(msg)
+        }
+        Err(Verdict::Invalid(msg)) => {
+            state.metrics.admission("validate", "invalid");
+            AdmissionResponse::invalid(msg)
+        }
+    }
+}
+
+enum Verdict {
+    Deny(String),
+    Invalid(String),
+}
+
+fn typed<T: serde::de::DeserializeOwned>(o: Option<&DynamicObject>) -> Result<Option<T>, Verdict> {
+    o.map(|o| {
+        serde_json::to_value(o)
+            .and_then(serde_json::from_value)
+            .map_err(|e| Verdict::Invalid(format!("cannot read object: {e}")))
+    })
+    .transpose()
+}
+
+fn annotations(p: &Pod) -> std::collections::BTreeMap<String, String> {
+    p.metadata.annotations.clone().unwrap_or_default()
+}
+
+async fn pod(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(), Verdict> {
+    let ns = req.namespace.clone().unwrap_or_default();
+    let new: Option<Pod> = typed(req.object.as_ref())?;
+    let old: Option<Pod> = typed(req.old_object.as_ref())?;
+    let deny = |p: &Pod, why: String| {
+        Verdict::Deny(format!("pinip: pod {ns}/{}: {why}", owner::display_name(p)))
+    };
+    match (&req.operation, new, old) {
+        (&Operation::Update, Some(new), Some(old)) => {
+            let (a, b) = (annotations(&old), annotations(&new));
+            for key in USER_KEYS.iter().chain([&ALLOCATION]) {
+                if a.get(*key) != b.get(*key) {
+                    return Err(deny(
+                        &new,
+                        format!("{key} cannot change after creation; delete and recreate the pod"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        (&Operation::Create, Some(p), _) => {
+            let a = annotations(&p);
+            let ns_labels = namespace_labels(state, &ns).await;
+            if let Some(v) = a.get(IP) {
+                let req: IpRequest =
+                    v.parse()
+                        .map_err(|e: pinip_api::annotations::AnnotationError| {
+                            deny(&p, e.to_string())
+                        })?;
+                for ip in &req.0 {
+                    let allowed = state.index.pools.state().iter().any(|pool| {
+                        namespace_may_use(pool, &ns_labels)
+                            && pool.spec.usable().is_ok_and(|u| u.contains(ip))
+                    });
+                    if !allowed {
+                        return Err(deny(
+                            &p,
+                            format!("no pool this namespace may use contains {ip}"),
+                        ));
+                    }
+                }
+            }
+            if let Some(v) = a.get(ALLOCATION) {
+                let alloc: Allocation =
+                    v.parse()
+                        .map_err(|e: pinip_api::annotations::AnnotationError| {
+                            deny(&p, e.to_string())
+                        })?;
+                check_allocation(state, &p, &ns, &alloc)
+                    .await
+                    .map_err(|why| deny(&p, why))?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Every address in the allocation must be backed by the claim it names, held by this pod's
+/// owner: the only way to get such an allocation is the webhook's own decision.
+async fn check_allocation(
+    state: &State,
+    p: &Pod,
+    ns: &str,
+    alloc: &Allocation,
+) -> Result<(), String> {
+    let who = owner::identify(p, ns, |rs| state.index.replicaset_owner(ns, rs));
+    let api: Api<IPClaim> = Api::all(state.client.clone());
+    for iface in &alloc.interfaces {
+        for ip in &iface.ips {
+            let network = state
+                .index
+                .pool(&ip.pool)
+                .map(|p| p.spec.network.clone())
+                .unwrap_or_default();
+            let expected = claim_name(&network, &ip.address.addr());
+            if ip.claim != expected {
+                return Err(format!(
+                    "{ALLOCATION} names claim {} for {}; pinip would name it {expected}",
+                    ip.claim, ip.address
+                ));
+            }
+            let claim = match state.index.claim(&expected) {
+                Some(c) => Some((*c).clone()),
+                // Another replica may have created it moments ago.
+                None => api.get_opt(&expected).await.map_err(|e| e.to_string())?,
+            };
+            let Some(claim) = claim else {
+                return Err(format!(
+                    "{ALLOCATION} was not written by pinip: no IPClaim backs {}",
+                    ip.address
+                ));
+            };
+            if claim.spec.address != ip.address.to_string() || claim.spec.pool != ip.pool {
+                return Err(format!(
+                    "{ALLOCATION} does not match IPClaim {expected} ({} in pool {})",
+                    claim.spec.address, claim.spec.pool
+                ));
+            }
+            if !same_owner(&claim.spec.owner, &who) {
+                return Err(format!(
+                    "{ALLOCATION} names {} held by {}, not by this pod's owner",
+                    ip.address,
+                    holder(&claim.spec.owner)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(), Verdict> {
+    let name = req.name.clone();
+    let deny = |why: String| Verdict::Deny(format!("pinip: IPPool {name}: {why}"));
+    let claims_of = |pool: &str| -> Vec<std::sync::Arc<IPClaim>> {
+        state
+            .index
+            .claims
+            .state()
+            .into_iter()
+            .filter(|c| c.spec.pool == pool)
+            .collect()
+    };
+    if req.operation == Operation::Delete {
+        let live = claims_of(&name);
+        if !live.is_empty() {
+            return Err(deny(format!(
+                "{} addresses are still claimed (e.g. {}); delete their pods or workloads first",
+                live.len(),
+                live[0].spec.address
+            )));
+        }
+        return Ok(());
+    }
+    let Some(new) = typed::<IPPool>(req.object.as_ref())? else {
+        return Ok(());
+    };
+    let usable = new.spec.usable().map_err(|e| deny(e.to_string()))?;
+    for other in state.index.pools.state() {
+        if other.name_any() == name || other.spec.network != new.spec.network {
+            continue;
+        }
+        if let Ok(o) = other.spec.usable()
+            && let Some(ip) = usable.overlap(&o)
+        {
+            return Err(deny(format!(
+                "overlaps pool {} (both hand out {ip}); give one of them a different network or disjoint ranges",
+                other.name_any()
+            )));
+        }
+    }
+    if req.operation == Operation::Update
+        && let Some(old) = typed::<IPPool>(req.old_object.as_ref())?
+    {
+        let live = claims_of(&name);
+        if old.spec.network != new.spec.network && !live.is_empty() {
+            return Err(deny(format!(
+                "network cannot change while {} addresses are claimed",
+                live.len()
+            )));
+        }
+        let stranded: Vec<&str> = live
+            .iter()
+            .filter(|c| {
+                c.spec
+                    .address
+                    .split('/')
+                    .next()
+                    .and_then(|a| a.parse().ok())
+                    .is_none_or(|ip| !usable.contains(&ip))
+            })
+            .map(|c| c.spec.address.as_str())
+            .collect();
+        if !stranded.is_empty() {
+            return Err(deny(format!(
+                "the change would strand claimed addresses {}",
+                stranded.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn claim(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(), Verdict> {
+    let user = req.user_info.username.clone().unwrap_or_default();
+    let allowed = state.claim_writers.iter().any(|w| w == &user)
+        || (req.operation == Operation::Delete && state.claim_deleters.iter().any(|w| w == &user));
+    if allowed {
+        return Ok(());
+    }
+    let op = format!("{:?}", req.operation).to_uppercase();
+    Err(Verdict::Deny(format!(
+        "pinip: IPClaim {}: {user:?} may not {op} IPClaims; only pinip's own service accounts write them (allocate by annotating pods instead)",
+        req.name
+    )))
+}

@@ -1,5 +1,53 @@
-//! pinip CNI IPAM plugin. Not implemented yet.
-fn main() -> std::process::ExitCode {
-    println!(r#"{{"cniVersion":"1.1.0","code":999,"msg":"the pinip CNI plugin is not implemented yet"}}"#);
-    std::process::ExitCode::FAILURE
+//! `pinip`: the CNI IPAM plugin binary. Wiring only: read the environment and stdin, run the
+//! verb, print the result or the error JSON on stdout, exit non-zero on error.
+
+use std::io::{Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::ExitCode;
+
+use pinip_cni::args::Env;
+use pinip_cni::error::CniError;
+use pinip_cni::log::DefaultSink;
+use pinip_cni::pod::KubeApi;
+use pinip_cni::verbs::{Failure, Output, Plugin};
+use pinip_cni::version::CniVersion;
+
+fn main() -> ExitCode {
+    let env = Env::from_process();
+    let mut stdin = Vec::new();
+    let outcome = match std::io::stdin().lock().read_to_end(&mut stdin) {
+        Err(e) => Err(Failure::new(
+            CniVersion::LATEST.as_str(),
+            CniError::Io {
+                reason: e.to_string(),
+            },
+        )),
+        Ok(_) => {
+            let plugin = Plugin {
+                api: &KubeApi,
+                log_sink: DefaultSink::Stderr,
+            };
+            catch_unwind(AssertUnwindSafe(|| plugin.run(&env, &stdin))).unwrap_or_else(|_| {
+                Err(Failure::new(
+                    pinip_cni::config::echo_version(&stdin),
+                    CniError::Internal {
+                        reason: "the plugin panicked (see stderr)".into(),
+                    },
+                ))
+            })
+        }
+    };
+    let (text, code) = match outcome {
+        Ok(Output::Stdout(json)) => (Some(json), ExitCode::SUCCESS),
+        Ok(Output::Nothing) => (None, ExitCode::SUCCESS),
+        Err(f) => (Some(f.to_json()), ExitCode::FAILURE),
+    };
+    if let Some(text) = text {
+        let mut out = std::io::stdout().lock();
+        // A closed stdout leaves nothing to report to; the exit status still tells.
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    }
+    code
 }

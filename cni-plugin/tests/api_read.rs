@@ -1,0 +1,291 @@
+//! The API-read path through the real `kube` client, against loopback endpoints this test
+//! owns: a closed port, a port that never answers, and a minimal HTTP responder that plays the
+//! API server's part for one GET. (The end-to-end test against a real kube-apiserver belongs
+//! to the integration test bed; see the README.)
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use pinip_cni::error::CniError;
+use pinip_cni::pod::{KubeApi, KubeTarget, PodApi, PodRef};
+
+fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster:
+    server: {server}
+    insecure-skip-tls-verify: true
+users:
+- name: u
+  user:
+    token: test-token
+contexts:
+- name: ctx
+  context:
+    cluster: c
+    user: u
+current-context: ctx
+"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn target(path: PathBuf, secs: f64) -> KubeTarget {
+    KubeTarget {
+        kubeconfig: Some(path),
+        timeout: Duration::from_secs_f64(secs),
+        timeout_secs: secs,
+    }
+}
+
+fn web0() -> PodRef {
+    PodRef {
+        namespace: "db".into(),
+        name: "web-0".into(),
+    }
+}
+
+/// A loopback port with nothing listening.
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Serve one HTTP request with `status` and `body`; send back the request line.
+fn respond_once(status: &'static str, body: String) -> (u16, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                break;
+            }
+            headers.push(line.trim_end().to_ascii_lowercase());
+        }
+        let mut stream: TcpStream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        stream.flush().unwrap();
+        let auth = headers
+            .iter()
+            .find(|h| h.starts_with("authorization:"))
+            .cloned()
+            .unwrap_or_default();
+        tx.send(format!("{} | {auth}", request_line.trim_end()))
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = reader.read_to_end(&mut rest);
+    });
+    (port, rx)
+}
+
+fn status_body(code: u16, reason: &str, message: &str) -> String {
+    serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code
+    })
+    .to_string()
+}
+
+#[test]
+fn closed_port_is_try_again_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let kc = kubeconfig(dir.path(), &format!("https://127.0.0.1:{port}"));
+    let e = KubeApi.get_pod(&target(kc, 5.0), &web0()).unwrap_err();
+    assert_eq!(e.code(), 11, "{e:?}");
+    assert_eq!(
+        e.msg(),
+        format!(
+            "cannot reach the Kubernetes API server https://127.0.0.1:{port}/ to read pod db/web-0"
+        )
+    );
+    let details = e.details();
+    assert!(details.contains("Connection refused"), "{details}");
+    assert!(details.ends_with("try again later"), "{details}");
+}
+
+#[test]
+fn silent_server_times_out_within_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    // Accepts connections (the kernel completes the handshake) but never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let kc = kubeconfig(dir.path(), &format!("https://127.0.0.1:{port}"));
+    let start = std::time::Instant::now();
+    let e = KubeApi.get_pod(&target(kc, 0.3), &web0()).unwrap_err();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(
+        e.to_json("1.0.0"),
+        format!(
+            r#"{{"cniVersion":"1.0.0","code":11,"msg":"no answer from the Kubernetes API server https://127.0.0.1:{port}/ within 0.3s reading pod db/web-0","details":"the read is bounded by the ipam \"timeout\" (0.3s); check that this node can reach the API server, then try again later"}}"#
+        )
+    );
+    drop(silent);
+}
+
+#[test]
+fn missing_kubeconfig_file_is_invalid_config() {
+    let e = KubeApi
+        .get_pod(
+            &target("/nonexistent/pinip.kubeconfig".into(), 5.0),
+            &web0(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.to_json("1.0.0"),
+        r#"{"cniVersion":"1.0.0","code":7,"msg":"cannot load the Kubernetes client configuration (kubeconfig /nonexistent/pinip.kubeconfig)","details":"failed to read kubeconfig from '\"/nonexistent/pinip.kubeconfig\"': No such file or directory (os error 2); set \"kubeconfig\" in the ipam config to a readable kubeconfig file, or declare the io.kubernetes.cri.pod-annotations capability so that no API read is needed"}"#
+    );
+}
+
+#[test]
+fn unparseable_kubeconfig_is_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kc");
+    std::fs::write(&path, "clusters: [").unwrap();
+    let e = KubeApi
+        .get_pod(&target(path.clone(), 5.0), &web0())
+        .unwrap_err();
+    assert_eq!(e.code(), 7);
+    assert_eq!(
+        e.msg(),
+        format!(
+            "cannot load the Kubernetes client configuration (kubeconfig {})",
+            path.display()
+        )
+    );
+    assert!(
+        e.details().starts_with("failed to parse kubeconfig YAML"),
+        "{}",
+        e.details()
+    );
+
+    std::fs::write(&path, "apiVersion: v1\nkind: Config\nclusters: []\n").unwrap();
+    let e = KubeApi.get_pod(&target(path, 5.0), &web0()).unwrap_err();
+    assert_eq!(e.code(), 7);
+    assert!(
+        e.details()
+            .starts_with("failed to determine current context"),
+        "{}",
+        e.details()
+    );
+}
+
+#[test]
+fn one_get_of_the_pod_metadata() {
+    let alloc = r#"{"version":1,"interfaces":[{"name":"eth0","ips":[{"address":"10.20.0.5/24","pool":"blue","claim":"10-20-0-5"}]}]}"#;
+    let body = serde_json::json!({
+        "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"name": "web-0", "namespace": "db", "uid": "uid-1",
+                     "annotations": {"pinip.io/allocation": alloc, "other": "x"}}
+    })
+    .to_string();
+    let (port, rx) = respond_once("200 OK", body);
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &format!("http://127.0.0.1:{port}"));
+    let meta = KubeApi.get_pod(&target(kc, 5.0), &web0()).unwrap();
+    assert_eq!(meta.uid.as_deref(), Some("uid-1"));
+    assert_eq!(
+        meta.annotations
+            .get("pinip.io/allocation")
+            .map(String::as_str),
+        Some(alloc)
+    );
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        "GET /api/v1/namespaces/db/pods/web-0 HTTP/1.1 | authorization: bearer test-token"
+    );
+}
+
+#[test]
+fn api_statuses_map_to_codes() {
+    let cases: [(&str, u16, &str, u32); 3] = [
+        ("404 Not Found", 404, "NotFound", 103),
+        ("403 Forbidden", 403, "Forbidden", 104),
+        ("503 Service Unavailable", 503, "ServiceUnavailable", 11),
+    ];
+    for (status, code, reason, cni_code) in cases {
+        let (port, _rx) = respond_once(status, status_body(code, reason, "the message"));
+        let dir = tempfile::tempdir().unwrap();
+        let kc = kubeconfig(dir.path(), &format!("http://127.0.0.1:{port}"));
+        let e: CniError = KubeApi.get_pod(&target(kc, 5.0), &web0()).unwrap_err();
+        assert_eq!(e.code(), cni_code, "{status}: {e:?}");
+    }
+}
+
+#[test]
+fn status_probe_reports_unreachable_as_50() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let kc = kubeconfig(dir.path(), &format!("https://127.0.0.1:{port}"));
+    let e = KubeApi.probe(&target(kc, 5.0)).unwrap_err();
+    assert_eq!(e.code(), 50);
+    assert_eq!(
+        e.msg(),
+        format!(
+            "the Kubernetes API server https://127.0.0.1:{port}/ is not reachable: pinip cannot serve ADD"
+        )
+    );
+    assert!(
+        e.details().contains("Connection refused"),
+        "{}",
+        e.details()
+    );
+
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let kc = kubeconfig(dir.path(), &format!("https://127.0.0.1:{port}"));
+    let e = KubeApi.probe(&target(kc, 0.3)).unwrap_err();
+    assert_eq!(
+        e.to_json("1.1.0"),
+        format!(
+            r#"{{"cniVersion":"1.1.0","code":50,"msg":"the Kubernetes API server https://127.0.0.1:{port}/ is not reachable: pinip cannot serve ADD","details":"no answer within 0.3s; pods whose runtime passes io.kubernetes.cri.pod-annotations in runtimeConfig do not need the API server"}}"#
+        )
+    );
+}
+
+#[test]
+fn status_probe_succeeds_when_the_server_answers() {
+    let body = serde_json::json!({
+        "major": "1", "minor": "37", "gitVersion": "v1.37.0", "gitCommit": "x",
+        "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25",
+        "compiler": "gc", "platform": "linux/amd64"
+    })
+    .to_string();
+    let (port, rx) = respond_once("200 OK", body);
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &format!("http://127.0.0.1:{port}"));
+    KubeApi.probe(&target(kc, 5.0)).unwrap();
+    assert!(
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap()
+            .starts_with("GET /version HTTP/1.1")
+    );
+}

@@ -4,4 +4,6 @@
 # to build the upstream control plane once). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")"
+# End-to-end tests exec the real binaries (webhook, CNI plugin), so build them first.
+cargo build --workspace --bins
 exec cargo test --workspace "$@"

@@ -47,6 +47,9 @@ pub struct BedOptions {
     pub ipam: Ipam,
     /// Declare the pod-annotations capability (containerd then passes annotations to CNI).
     pub pod_annotations_capability: bool,
+    /// Nodes whose network config omits that capability anyway, so that an IPAM plugin there
+    /// must read the pod from the API server.
+    pub no_capability_nodes: Vec<String>,
     /// Where the bed keeps its files; a fresh directory under the system temp dir if unset.
     pub dir: Option<PathBuf>,
 }
@@ -58,6 +61,7 @@ impl Default for BedOptions {
             main_plugin: MainPlugin::Bridge,
             ipam: Ipam::HostLocal,
             pod_annotations_capability: true,
+            no_capability_nodes: Vec::new(),
             dir: None,
         }
     }
@@ -175,7 +179,9 @@ impl Bed {
             nodenet::create(&ns)?;
             bed.tasks
                 .push(nodenet::forward_loopback(&ns, bed.api_port)?);
-            let conflist = conflist(&opts, i, &bed.dir, &cni_kubeconfig);
+            let capability =
+                opts.pod_annotations_capability && !opts.no_capability_nodes.contains(&spec.name);
+            let conflist = conflist(&opts, i, capability, &bed.dir, &cni_kubeconfig);
             std::fs::write(
                 bed.dir.join(format!("{}.conflist", spec.name)),
                 serde_json::to_vec_pretty(&conflist)?,
@@ -378,7 +384,13 @@ impl Drop for Bed {
     }
 }
 
-fn conflist(opts: &BedOptions, index: usize, dir: &Path, cni_kubeconfig: &Path) -> Value {
+fn conflist(
+    opts: &BedOptions,
+    index: usize,
+    capability: bool,
+    dir: &Path,
+    cni_kubeconfig: &Path,
+) -> Value {
     let ipam = match &opts.ipam {
         Ipam::HostLocal => json!({
             "type": "host-local",
@@ -396,7 +408,7 @@ fn conflist(opts: &BedOptions, index: usize, dir: &Path, cni_kubeconfig: &Path) 
             "type": "macvlan", "master": nodenet::MACVLAN_MASTER, "mode": "bridge", "ipam": ipam,
         }),
     };
-    if opts.pod_annotations_capability {
+    if capability {
         plugin["capabilities"] = json!({POD_ANNOTATIONS_CAP: true});
     }
     json!({"cniVersion": "1.0.0", "name": "pinip-testbed", "plugins": [plugin]})

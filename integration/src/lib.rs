@@ -7,10 +7,13 @@ pub mod agent;
 pub mod bed;
 pub mod cni;
 pub mod controlplane;
+pub mod lb;
 pub mod netns;
 pub mod node;
 pub mod nodenet;
+pub mod pinip;
 pub mod pki;
 pub mod process;
+pub mod wait;
 
 pub use bed::{Bed, BedOptions, Ipam, MainPlugin};

@@ -3,13 +3,14 @@
 //! addresses really configured in their network namespaces, deleting the Deployment removes
 //! every pod namespace, and teardown leaves no process, namespace or file behind.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use pinip_integration::wait::wait_for;
 use pinip_integration::{Bed, BedOptions, MainPlugin, netns};
 use serde_json::json;
 
@@ -26,23 +27,6 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
         },
     }))
     .expect("deployment")
-}
-
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if start.elapsed() > limit {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn running_with_ip(p: &Pod) -> Option<String> {

@@ -52,6 +52,10 @@ struct Args {
         "system:serviceaccount:kube-system:generic-garbage-collector".to_string(),
     ])]
     claim_deleters: Vec<String>,
+    /// Offer HTTP/2. Off by default: kube-apiserver sends every admission over a single
+    /// HTTP/2 connection, so behind a Service one replica would take all the load.
+    #[arg(long)]
+    http2: bool,
     /// How AdmissionResponse.patch is encoded (base64 is what kube-apiserver expects).
     #[arg(long, value_enum, default_value_t = PatchEncoding::Base64, hide = true)]
     patch_encoding: PatchEncoding,
@@ -135,7 +139,9 @@ async fn main() -> Result<()> {
         });
     }
     let app = router(App { state, ready });
-    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cert.server_config()));
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(
+        cert.server_config(args.http2),
+    ));
     let handle = axum_server::Handle::new();
     {
         let handle = handle.clone();

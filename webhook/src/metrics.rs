@@ -52,12 +52,9 @@ impl Default for Metrics {
         );
         let denials = Family::<DenialLabels, Counter>::default();
         registry.register("denials", "Admissions denied, by reason", denials.clone());
-        let decision_seconds = Histogram::new(
-            [
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]
-            .into_iter(),
-        );
+        let decision_seconds = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]);
         registry.register(
             "decision_seconds",
             "Time to decide a pod's addresses in /mutate, API writes included",

@@ -70,7 +70,8 @@ pub async fn mutate(state: &State, req: &AdmissionRequest<Pod>) -> AdmissionResp
         return AdmissionResponse::invalid("pod CREATE review without an object");
     };
     let ns = req.namespace.clone().unwrap_or_default();
-    if !in_scope(state, pod, &ns).await {
+    // A pod that arrives with an allocation is a spoof wherever it is, in scope or not.
+    if !in_scope(state, pod, &ns).await && annotation(pod, ALLOCATION).is_none() {
         state.metrics.admission("mutate", "skipped");
         return resp;
     }

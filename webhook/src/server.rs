@@ -53,23 +53,21 @@ async fn metrics(Ext(app): Ext<App>) -> Response {
 
 /// Reads a review; a body that is not one is answered as an invalid review, not a 4xx, so the
 /// API server reports the reason.
-fn parse<T>(body: &[u8]) -> Result<AdmissionRequest<T>, AdmissionResponse>
+fn parse<T>(body: &[u8]) -> Result<AdmissionRequest<T>, String>
 where
     T: kube::Resource + serde::de::DeserializeOwned,
 {
-    let review: AdmissionReview<T> = serde_json::from_slice(body)
-        .map_err(|e| AdmissionResponse::invalid(format!("not an AdmissionReview: {e}")))?;
+    let review: AdmissionReview<T> =
+        serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview: {e}"))?;
     review
         .try_into()
-        .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| {
-            AdmissionResponse::invalid(e.to_string())
-        })
+        .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| e.to_string())
 }
 
 async fn mutate(Ext(app): Ext<App>, body: axum::body::Bytes) -> Response {
     let resp = match parse::<Pod>(&body) {
         Ok(req) => crate::mutate::mutate(&app.state, &req).await,
-        Err(r) => r,
+        Err(why) => AdmissionResponse::invalid(why),
     };
     reply(resp, app.state.patch_encoding)
 }
@@ -77,7 +75,7 @@ async fn mutate(Ext(app): Ext<App>, body: axum::body::Bytes) -> Response {
 async fn validate(Ext(app): Ext<App>, body: axum::body::Bytes) -> Response {
     let resp = match parse::<DynamicObject>(&body) {
         Ok(req) => crate::validate::validate(&app.state, &req).await,
-        Err(r) => r,
+        Err(why) => AdmissionResponse::invalid(why),
     };
     reply(resp, app.state.patch_encoding)
 }

@@ -107,14 +107,21 @@ impl ReloadingCert {
     }
 
     /// A rustls server config (TLS 1.2 and 1.3, ring) that serves the current certificate.
-    pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
+    /// Without `http2` only HTTP/1.1 is offered: kube-apiserver multiplexes every admission
+    /// over one HTTP/2 connection, which pins all traffic to one replica behind a Service,
+    /// whereas over HTTP/1.1 it opens a connection per concurrent request.
+    pub fn server_config(self: &Arc<Self>, http2: bool) -> rustls::ServerConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .expect("ring supports TLS 1.2 and 1.3")
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
-        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        cfg.alpn_protocols = if http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         cfg
     }
 }

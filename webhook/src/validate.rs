@@ -107,7 +107,7 @@ async fn pod(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(),
                         .map_err(|e: pinip_api::annotations::AnnotationError| {
                             deny(&p, e.to_string())
                         })?;
-                check_allocation(state, &p, &ns, &alloc)
+                check_allocation(state, &p, &ns, &alloc, req.dry_run)
                     .await
                     .map_err(|why| deny(&p, why))?;
             }
@@ -118,12 +118,15 @@ async fn pod(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(),
 }
 
 /// Every address in the allocation must be backed by the claim it names, held by this pod's
-/// owner: the only way to get such an allocation is the webhook's own decision.
+/// owner: the only way to get such an allocation is the webhook's own decision. A dry run
+/// creates no claim, so there an unclaimed address passes; a claimed one must still belong to
+/// the pod's owner.
 async fn check_allocation(
     state: &State,
     p: &Pod,
     ns: &str,
     alloc: &Allocation,
+    dry_run: bool,
 ) -> Result<(), String> {
     let who = owner::identify(p, ns, |rs| state.index.replicaset_owner(ns, rs));
     let api: Api<IPClaim> = Api::all(state.client.clone());
@@ -147,6 +150,9 @@ async fn check_allocation(
                 None => api.get_opt(&expected).await.map_err(|e| e.to_string())?,
             };
             let Some(claim) = claim else {
+                if dry_run {
+                    continue;
+                }
                 return Err(format!(
                     "{ALLOCATION} was not written by pinip: no IPClaim backs {}",
                     ip.address

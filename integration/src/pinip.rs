@@ -1,0 +1,291 @@
+//! pinip's own parts on the test bed: CRDs and RBAC from `manifests/`, webhook replicas run
+//! as the real binary with the manifests' identity, and the webhook configurations that make
+//! kube-apiserver call them by URL.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+
+use crate::bed::Bed;
+use crate::controlplane::{free_port, upstream_bin_dir, write_kubeconfig};
+use crate::lb::LoadBalancer;
+use crate::process::Proc;
+
+pub const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests");
+/// The identities the manifests give pinip's components.
+pub const WEBHOOK_USER: &str = "system:serviceaccount:pinip-system:pinip-webhook";
+pub const BINDER_USER: &str = "system:serviceaccount:pinip-system:pinip-binder";
+
+/// Where pinip's binaries are: `$PINIP_BIN_DIR`, else the cargo target directory this test
+/// binary was built into (`./test.sh` builds every binary before running the tests).
+pub fn bin_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("PINIP_BIN_DIR") {
+        return Ok(d.into());
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("locating the target directory")?
+        .to_path_buf();
+    for b in ["pinip-webhook", "pinip"] {
+        if !dir.join(b).exists() {
+            bail!(
+                "{}/{b} not built: run `cargo build --workspace --bins` first (./test.sh does)",
+                dir.display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
+/// `kubectl` from the upstream build, against the bed.
+pub fn kubectl(bed: &Bed, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(upstream_bin_dir()?.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&bed.kubeconfig)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Applies the CRDs and RBAC from `manifests/` (server-side) and waits for the CRDs.
+pub fn install(bed: &Bed) -> Result<()> {
+    kubectl(
+        bed,
+        &["apply", "--server-side", "-f", &format!("{MANIFESTS}/crds")],
+    )?;
+    kubectl(
+        bed,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            &format!("{MANIFESTS}/base/rbac.yaml"),
+        ],
+    )?;
+    kubectl(
+        bed,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/ippools.pinip.io",
+            "crd/ipclaims.pinip.io",
+        ],
+    )?;
+    Ok(())
+}
+
+/// Webhook replicas behind one load balancer, with their certificates.
+pub struct Webhooks {
+    pub procs: Vec<Proc>,
+    pub ports: Vec<u16>,
+    pub lb: LoadBalancer,
+    pub tls_dir: PathBuf,
+    pub ca_pem: String,
+}
+
+impl Webhooks {
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.lb.port)
+    }
+}
+
+/// Starts `replicas` webhook processes (extra flags `args`) and waits until each is ready.
+pub async fn start_webhooks(bed: &Bed, replicas: usize, args: &[&str]) -> Result<Webhooks> {
+    let cp = bed
+        .cp
+        .as_ref()
+        .context("webhook tests need a bed they started (not PINIP_BED_DIR)")?;
+    let dir = bed.dir.join(format!("webhook-{}", free_port()?));
+    let tls_dir = dir.join("tls");
+    std::fs::create_dir_all(&tls_dir)?;
+    let serving = cp.pki.serving(
+        "webhook-serving",
+        &["localhost", "pinip-webhook.pinip-system.svc"],
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+    )?;
+    std::fs::copy(&serving.cert, tls_dir.join("tls.crt"))?;
+    std::fs::copy(&serving.key, tls_dir.join("tls.key"))?;
+    let client_cert = cp.pki.client(
+        "webhook-client",
+        WEBHOOK_USER,
+        Some("system:serviceaccounts"),
+    )?;
+    let kubeconfig = dir.join("kubeconfig");
+    write_kubeconfig(
+        &kubeconfig,
+        &format!("https://127.0.0.1:{}", bed.api_port),
+        &cp.pki.ca_pem,
+        &client_cert,
+    )?;
+    let bin = bin_dir()?.join("pinip-webhook");
+    let mut procs = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..replicas {
+        let port = free_port()?;
+        let mut a: Vec<String> = vec![
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--tls-dir={}", tls_dir.display()),
+            format!("--kubeconfig={}", kubeconfig.display()),
+            "--tls-reload-interval=1s".into(),
+        ];
+        a.extend(args.iter().map(|s| s.to_string()));
+        procs.push(Proc::spawn(
+            &format!("pinip-webhook-{i}"),
+            &bin,
+            &a,
+            &bed.dir
+                .join("logs")
+                .join(format!("pinip-webhook-{port}.log")),
+        )?);
+        ports.push(port);
+    }
+    for (p, port) in procs.iter_mut().zip(&ports) {
+        wait_ready(p, *port).await?;
+    }
+    let lb = LoadBalancer::start(ports.clone()).await?;
+    Ok(Webhooks {
+        procs,
+        ports,
+        lb,
+        tls_dir,
+        ca_pem: cp.pki.ca_pem.clone(),
+    })
+}
+
+/// GET `path` from a webhook replica (its certificate is the bed CA's; not verified here).
+pub async fn webhook_get(port: u16, path: &str) -> Result<String> {
+    let mut config = kube::Config::new(format!("https://127.0.0.1:{port}").parse()?);
+    config.accept_invalid_certs = true;
+    let client = Client::try_from(config)?;
+    let req = http::Request::get(path).body(Vec::new())?;
+    Ok(client.request_text(req).await?)
+}
+
+async fn wait_ready(p: &mut Proc, port: u16) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if matches!(webhook_get(port, "/readyz").await, Ok(b) if b == "ok") {
+            return Ok(());
+        }
+        p.check_running()?;
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("{} not ready after 30s", p.name);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pods carrying any pinip annotation (for matchConditions).
+const HAS_PINIP_ANNOTATION: &str = "has(object.metadata.annotations) && object.metadata.annotations.exists(k, k.startsWith('pinip.io/'))";
+
+/// The webhook configurations as the manifests define them, but reaching the webhook by URL.
+pub fn webhook_configurations(url: &str, ca_pem: &str, name: &str) -> (Value, Value) {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let system = json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                        "values": ["kube-system", "pinip-system"]});
+    let common = |path: &str| {
+        json!({
+            "clientConfig": {"url": format!("{url}{path}"), "caBundle": ca},
+            "failurePolicy": "Fail", "sideEffects": "NoneOnDryRun", "timeoutSeconds": 5,
+            "admissionReviewVersions": ["v1"], "matchPolicy": "Equivalent",
+        })
+    };
+    let pod_rule = |ops: Value| {
+        json!([{"operations": ops, "apiGroups": [""], "apiVersions": ["v1"],
+                "resources": ["pods"], "scope": "Namespaced"}])
+    };
+    let mut enabled = common("/mutate");
+    enabled["name"] = json!("enabled-namespaces.mutate.pinip.io");
+    enabled["rules"] = pod_rule(json!(["CREATE"]));
+    enabled["reinvocationPolicy"] = json!("Never");
+    enabled["namespaceSelector"] = json!({"matchExpressions": [
+        system, {"key": "pinip.io/enabled", "operator": "In", "values": ["true"]}]});
+    let mut annotated = common("/mutate");
+    annotated["name"] = json!("annotated-pods.mutate.pinip.io");
+    annotated["rules"] = pod_rule(json!(["CREATE"]));
+    annotated["reinvocationPolicy"] = json!("Never");
+    annotated["namespaceSelector"] = json!({"matchExpressions": [
+        system, {"key": "pinip.io/enabled", "operator": "NotIn", "values": ["true"]}]});
+    annotated["matchConditions"] =
+        json!([{"name": "has-pinip-annotation", "expression": HAS_PINIP_ANNOTATION}]);
+    let mutating = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name}, "webhooks": [enabled, annotated],
+    });
+
+    let mut pods = common("/validate");
+    pods["name"] = json!("pods.validate.pinip.io");
+    pods["rules"] = pod_rule(json!(["CREATE", "UPDATE"]));
+    pods["namespaceSelector"] = json!({"matchExpressions": [system]});
+    pods["matchConditions"] = json!([{"name": "has-pinip-annotation", "expression":
+        format!("({HAS_PINIP_ANNOTATION}) || (oldObject != null && has(oldObject.metadata.annotations) && oldObject.metadata.annotations.exists(k, k.startsWith('pinip.io/')))")}]);
+    let mut resources = common("/validate");
+    resources["name"] = json!("resources.validate.pinip.io");
+    resources["rules"] = json!([{"operations": ["CREATE", "UPDATE", "DELETE"], "apiGroups": ["pinip.io"],
+        "apiVersions": ["v1alpha1"], "resources": ["ippools", "ipclaims"], "scope": "Cluster"}]);
+    let validating = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name}, "webhooks": [pods, resources],
+    });
+    (mutating, validating)
+}
+
+/// Server-side applies a JSON object of any kind.
+pub async fn apply(client: &Client, obj: &Value) -> Result<()> {
+    let (group, version) = match obj["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .split_once('/')
+    {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (
+            String::new(),
+            obj["apiVersion"].as_str().unwrap_or_default().to_string(),
+        ),
+    };
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let gvk = GroupVersionKind::gvk(&group, &version, kind);
+    let plural = format!("{}s", kind.to_lowercase());
+    let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    let o: DynamicObject = serde_json::from_value(obj.clone())?;
+    api.patch(
+        name,
+        &PatchParams::apply("pinip-tests").force(),
+        &Patch::Apply(&o),
+    )
+    .await
+    .with_context(|| format!("applying {kind} {name}"))?;
+    Ok(())
+}
+
+/// Registers `hooks` with kube-apiserver and waits until it calls them (a dry-run pod in an
+/// enabled namespace comes back with an allocation, or a denial from pinip).
+pub async fn register(client: &Client, hooks: &Webhooks, name: &str) -> Result<()> {
+    let (m, v) = webhook_configurations(&hooks.url(), &hooks.ca_pem, name);
+    apply(client, &m).await?;
+    apply(client, &v).await?;
+    Ok(())
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use pinip_api::annotations::Retain;
+use pinip_api::owner::{holder, same_owner};
 use pinip_api::{ClaimPhase, IPClaim, Owner, claim_name};
 use serde_json::json;
 
@@ -40,18 +41,6 @@ pub struct Decided {
     pub claim: String,
     /// Created by this decision (and so to be deleted if a later family fails).
     pub created: bool,
-}
-
-/// Same owner identity: kind, namespace, name and ordinal.
-pub fn same_owner(a: &Owner, b: &Owner) -> bool {
-    a.kind == b.kind && a.namespace == b.namespace && a.name == b.name && a.ordinal == b.ordinal
-}
-
-pub fn holder(o: &Owner) -> String {
-    match o.ordinal {
-        Some(n) => format!("{} {}/{} ordinal {n}", o.kind, o.namespace, o.name),
-        None => format!("{} {}/{}", o.kind, o.namespace, o.name),
-    }
 }
 
 impl Allocator {

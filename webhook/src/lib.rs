@@ -6,7 +6,6 @@ pub mod allocate;
 pub mod index;
 pub mod metrics;
 pub mod mutate;
-pub mod owner;
 pub mod patch;
 pub mod policy;
 pub mod reason;

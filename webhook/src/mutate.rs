@@ -12,10 +12,10 @@ use pinip_api::annotations::{
 };
 
 use crate::allocate::Decided;
-use crate::owner;
 use crate::policy::{self, Chosen};
 use crate::reason::Denial;
 use crate::state::State;
+use pinip_api::owner;
 
 /// `pinip: pod demo/web-0 (pool blue): <reason>` — what the user sees from kubectl.
 pub fn deny_message(ns: &str, pod: &str, pools: &str, reason: &Denial) -> String {

@@ -10,11 +10,10 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use pinip_api::annotations::{ALLOCATION, Allocation, IP, IpRequest, USER_KEYS};
 use pinip_api::{IPClaim, IPPool, claim_name};
 
-use crate::allocate::{holder, same_owner};
 use crate::mutate::namespace_labels;
-use crate::owner;
 use crate::policy::namespace_may_use;
 use crate::state::State;
+use pinip_api::owner::{self, holder, same_owner};
 
 pub async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let resp = AdmissionResponse::from(req);

@@ -1,10 +1,12 @@
-//! Who keeps a pod's address: the pod itself, a StatefulSet ordinal, the Deployment behind a
+//! Who keeps a pod's address (shared by the webhook, which decides, and the binder, which
+//! checks and binds): the pod itself, a StatefulSet ordinal, the Deployment behind a
 //! ReplicaSet, or any other controller by its kind (OpenKruise CloneSet, Advanced
 //! StatefulSet…). Works on pods that have only `generateName` at admission.
 
 use k8s_openapi::api::core::v1::Pod;
-use pinip_api::Owner;
-use pinip_api::annotations::Retain;
+
+use crate::Owner;
+use crate::annotations::Retain;
 
 /// The kinds whose pods keep their address by ordinal (apps/v1 and OpenKruise's Advanced
 /// StatefulSet both use kind `StatefulSet`).
@@ -84,6 +86,18 @@ pub fn identify(
         namespace: namespace.into(),
         name: c.name.clone(),
         ordinal: None,
+    }
+}
+
+/// Same owner identity: kind, namespace, name and ordinal.
+pub fn same_owner(a: &Owner, b: &Owner) -> bool {
+    a.kind == b.kind && a.namespace == b.namespace && a.name == b.name && a.ordinal == b.ordinal
+}
+
+pub fn holder(o: &Owner) -> String {
+    match o.ordinal {
+        Some(n) => format!("{} {}/{} ordinal {n}", o.kind, o.namespace, o.name),
+        None => format!("{} {}/{}", o.kind, o.namespace, o.name),
     }
 }
 

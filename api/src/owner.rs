@@ -101,6 +101,28 @@ pub fn holder(o: &Owner) -> String {
     }
 }
 
+/// Whether `owner` (as recorded on a claim at admission) is `pod`'s owner now. A bare pod
+/// created with only `generateName` was recorded under that prefix, before the API server
+/// generated its name.
+pub fn owns(
+    owner: &Owner,
+    pod: &Pod,
+    namespace: &str,
+    replicaset_owner: impl Fn(&str) -> Option<(String, String)>,
+) -> bool {
+    let now = identify(pod, namespace, replicaset_owner);
+    if same_owner(owner, &now) {
+        return true;
+    }
+    let generate_name = pod.metadata.generate_name.as_deref().unwrap_or_default();
+    now.kind == "Pod"
+        && owner.kind == "Pod"
+        && owner.namespace == now.namespace
+        && !generate_name.is_empty()
+        && owner.name == generate_name
+        && now.name.starts_with(generate_name)
+}
+
 /// `web-3` of StatefulSet `web` → 3.
 fn ordinal(pod_name: &str, set: &str) -> Option<i32> {
     pod_name
@@ -157,6 +179,20 @@ mod tests {
         assert_eq!((o.kind.as_str(), o.name.as_str()), ("Pod", "job-"));
         assert_eq!(display_name(&p), "job-*");
         assert_eq!(default_retain(&o), Retain::None);
+    }
+
+    #[test]
+    fn generate_name_claim_matches_the_named_pod() {
+        let at_admission = pod(json!({"metadata": {"generateName": "job-"}}));
+        let recorded = identify(&at_admission, "ns", |_| None);
+        let created = pod(json!({"metadata": {"generateName": "job-", "name": "job-x7k2p"}}));
+        assert!(owns(&recorded, &created, "ns", |_| None));
+        assert!(!owns(&recorded, &created, "other", |_| None));
+        let unrelated = pod(json!({"metadata": {"name": "job-x7k2p"}}));
+        assert!(
+            !owns(&recorded, &unrelated, "ns", |_| None),
+            "no generateName: exact names only"
+        );
     }
 
     #[test]

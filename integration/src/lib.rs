@@ -14,6 +14,7 @@ pub mod nodenet;
 pub mod pinip;
 pub mod pki;
 pub mod process;
+pub mod secret_volume;
 pub mod wait;
 
 pub use bed::{Bed, BedOptions, Ipam, MainPlugin};

@@ -102,12 +102,14 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
+    /// By name, so that a certificate for `localhost` (as pinip-certs issues) verifies.
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.lb.port)
+        format!("https://localhost:{}", self.lb.port)
     }
 }
 
-/// Starts `replicas` webhook processes (extra flags `args`) and waits until each is ready.
+/// Starts `replicas` webhook processes (extra flags `args`) serving a certificate from the
+/// bed's CA, and waits until each is ready.
 pub async fn start_webhooks(bed: &Bed, replicas: usize, args: &[&str]) -> Result<Webhooks> {
     let cp = bed
         .cp
@@ -123,6 +125,26 @@ pub async fn start_webhooks(bed: &Bed, replicas: usize, args: &[&str]) -> Result
     )?;
     std::fs::copy(&serving.cert, tls_dir.join("tls.crt"))?;
     std::fs::copy(&serving.key, tls_dir.join("tls.key"))?;
+    let mut hooks = start_webhooks_with_tls(bed, replicas, args, &tls_dir).await?;
+    hooks.ca_pem = cp.pki.ca_pem.clone();
+    Ok(hooks)
+}
+
+/// Starts webhook replicas serving whatever certificate `tls_dir` holds (e.g. one that
+/// pinip-certs issued); `ca_pem` is then left empty for the caller to fill if it needs it.
+pub async fn start_webhooks_with_tls(
+    bed: &Bed,
+    replicas: usize,
+    args: &[&str],
+    tls_dir: &Path,
+) -> Result<Webhooks> {
+    let cp = bed
+        .cp
+        .as_ref()
+        .context("webhook tests need a bed they started (not PINIP_BED_DIR)")?;
+    let dir = bed.dir.join(format!("webhook-{}", free_port()?));
+    std::fs::create_dir_all(&dir)?;
+    let tls_dir = tls_dir.to_path_buf();
     let client_cert = cp.pki.client(
         "webhook-client",
         WEBHOOK_USER,
@@ -166,7 +188,7 @@ pub async fn start_webhooks(bed: &Bed, replicas: usize, args: &[&str]) -> Result
         ports,
         lb,
         tls_dir,
-        ca_pem: cp.pki.ca_pem.clone(),
+        ca_pem: String::new(),
     })
 }
 
@@ -197,13 +219,18 @@ async fn wait_ready(p: &mut Proc, port: u16) -> Result<()> {
 const HAS_PINIP_ANNOTATION: &str = "has(object.metadata.annotations) && object.metadata.annotations.exists(k, k.startsWith('pinip.io/'))";
 
 /// The webhook configurations as the manifests define them, but reaching the webhook by URL.
+/// An empty `ca_pem` leaves `caBundle` out, for pinip-certs to inject.
 pub fn webhook_configurations(url: &str, ca_pem: &str, name: &str) -> (Value, Value) {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let system = json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn",
                         "values": ["kube-system", "pinip-system"]});
     let common = |path: &str| {
+        let mut client_config = json!({"url": format!("{url}{path}")});
+        if !ca.is_empty() {
+            client_config["caBundle"] = json!(ca);
+        }
         json!({
-            "clientConfig": {"url": format!("{url}{path}"), "caBundle": ca},
+            "clientConfig": client_config,
             "failurePolicy": "Fail", "sideEffects": "NoneOnDryRun", "timeoutSeconds": 5,
             "admissionReviewVersions": ["v1"], "matchPolicy": "Equivalent",
         })

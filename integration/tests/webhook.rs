@@ -195,6 +195,21 @@ async fn webhook_end_to_end() -> Result<()> {
         assert_eq!(claim.spec.owner.kind, "Pod");
     }
 
+    // A bare pod that has only generateName at admission is admitted and keeps its claim.
+    let generated: Pod = serde_json::from_value(json!({"metadata": {"generateName": "gen-"},
+        "spec": {"containers": [{"name": "app", "image": "registry.invalid/none:1"}], "nodeSelector": {NOWHERE: "yes"}}}))?;
+    let generated = pods.create(&PostParams::default(), &generated).await?;
+    let claim = claims
+        .get(&allocation(&generated)?.interfaces[0].ips[0].claim)
+        .await?;
+    assert_eq!(
+        (
+            claim.spec.owner.kind.as_str(),
+            claim.spec.owner.name.as_str()
+        ),
+        ("Pod", "gen-")
+    );
+
     // A pool with a zone nodeSelector: every pod lands in that zone (real scheduler).
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let d: Deployment = serde_json::from_value(json!({

@@ -13,7 +13,7 @@ use pinip_api::{IPClaim, IPPool, claim_name};
 use crate::mutate::namespace_labels;
 use crate::policy::namespace_may_use;
 use crate::state::State;
-use pinip_api::owner::{self, holder, same_owner};
+use pinip_api::owner::{self, holder};
 
 pub async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let resp = AdmissionResponse::from(req);
@@ -127,7 +127,6 @@ async fn check_allocation(
     alloc: &Allocation,
     dry_run: bool,
 ) -> Result<(), String> {
-    let who = owner::identify(p, ns, |rs| state.index.replicaset_owner(ns, rs));
     let api: Api<IPClaim> = Api::all(state.client.clone());
     for iface in &alloc.interfaces {
         for ip in &iface.ips {
@@ -163,7 +162,9 @@ async fn check_allocation(
                     claim.spec.address, claim.spec.pool
                 ));
             }
-            if !same_owner(&claim.spec.owner, &who) {
+            if !owner::owns(&claim.spec.owner, p, ns, |rs| {
+                state.index.replicaset_owner(ns, rs)
+            }) {
                 return Err(format!(
                     "{ALLOCATION} names {} held by {}, not by this pod's owner",
                     ip.address,

@@ -1,0 +1,214 @@
+//! Admission benchmark on the real test bed (a benchmark, not a test):
+//!   1. creates N pods with no pinip webhook registered (baseline),
+//!   2. registers two webhook replicas and creates N pods in a pinip-enabled namespace,
+//! in the same run, and prints pod-creation throughput for both with their ratio, client-side
+//! create latency medians, and the webhooks' decision latency p50/p99 as kube-apiserver itself
+//! measures it (`apiserver_admission_webhook_admission_duration_seconds`).
+//!
+//!   integration/bench.sh            # builds release binaries, then runs this
+//!   PINIP_BENCH_PODS=1000 …         # pods per phase (default 1000)
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use pinip_integration::pinip;
+use pinip_integration::{Bed, BedOptions};
+use serde_json::json;
+
+const CONCURRENCY: usize = 16;
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        // Never scheduled: only admission and storage are measured.
+        "spec": {"nodeSelector": {"pinip.test/nowhere": "yes"},
+                 "containers": [{"name": "app", "image": "registry.invalid/none:1"}]},
+    }))
+    .expect("pod")
+}
+
+struct Phase {
+    pods_per_sec: f64,
+    median_ms: f64,
+    p99_ms: f64,
+}
+
+async fn create_pods(client: &Client, ns: &str, n: usize) -> Result<Phase> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let start = Instant::now();
+    let mut lat: Vec<Duration> = futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let t = Instant::now();
+                api.create(&PostParams::default(), &pod(&format!("p-{i}")))
+                    .await?;
+                Ok::<_, kube::Error>(t.elapsed())
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let total = start.elapsed();
+    lat.sort();
+    let q = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
+    Ok(Phase {
+        pods_per_sec: n as f64 / total.as_secs_f64(),
+        median_ms: q(0.5),
+        p99_ms: q(0.99),
+    })
+}
+
+/// Cumulative histogram buckets (le → count) of one webhook's CREATE admissions.
+async fn webhook_buckets(client: &Client, webhook: &str) -> Result<BTreeMap<u64, f64>> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
+    for line in text.lines() {
+        if !line.starts_with("apiserver_admission_webhook_admission_duration_seconds_bucket{")
+            || !line.contains(&format!("name=\"{webhook}\""))
+            || !line.contains("operation=\"CREATE\"")
+        {
+            continue;
+        }
+        let le = line.split("le=\"").nth(1).and_then(|r| r.split('"').next());
+        let count = line.rsplit(' ').next().and_then(|c| c.parse::<f64>().ok());
+        if let (Some(le), Some(count)) = (le, count) {
+            let le_us = if le == "+Inf" {
+                u64::MAX
+            } else {
+                (le.parse::<f64>()? * 1e6) as u64
+            };
+            // Sum over the label combinations (rejected, type) of this webhook.
+            *buckets.entry(le_us).or_default() += count;
+        }
+    }
+    Ok(buckets)
+}
+
+/// A quantile from cumulative buckets, interpolated linearly inside its bucket (as PromQL's
+/// histogram_quantile does).
+fn quantile(buckets: &BTreeMap<u64, f64>, q: f64) -> Option<f64> {
+    let total = *buckets.get(&u64::MAX)?;
+    if total == 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut prev_le, mut prev_count) = (0u64, 0.0);
+    for (&le, &count) in buckets {
+        if count >= rank {
+            if le == u64::MAX {
+                return Some(prev_le as f64 / 1e3);
+            }
+            let frac = if count > prev_count {
+                (rank - prev_count) / (count - prev_count)
+            } else {
+                0.0
+            };
+            return Some((prev_le as f64 + frac * (le - prev_le) as f64) / 1e3);
+        }
+        (prev_le, prev_count) = (le, count);
+    }
+    None
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let n: usize = std::env::var("PINIP_BENCH_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let bed = Bed::start(BedOptions {
+        nodes: 1,
+        ..Default::default()
+    })
+    .await?;
+    let client = bed.client();
+    pinip::install(&bed)?;
+    pinip::apply(
+        &client,
+        &json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPPool",
+        "metadata": {"name": "bench"}, "spec": {"cidr": "10.90.0.0/20", "default": true}}),
+    )
+    .await?;
+
+    // Warm-up: the first writes of a fresh API server are slower for both phases alike.
+    let warm = bed.temp_namespace("warm", json!({})).await?;
+    create_pods(&client, &warm, 50).await?;
+
+    let plain = bed.temp_namespace("baseline", json!({})).await?;
+    let baseline = create_pods(&client, &plain, n).await?;
+
+    let hooks = pinip::start_webhooks(&bed, 2, &[]).await?;
+    pinip::register(&client, &hooks, "pinip").await?;
+    let enabled = bed
+        .temp_namespace("enabled", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    // Wait until both replicas know the pool (a first pod decided by each).
+    let api: Api<Pod> = Api::namespaced(client.clone(), &enabled);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api
+        .create(&PostParams::default(), &pod("probe"))
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "webhook never admitted a probe pod"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mutate_before = webhook_buckets(&client, "enabled-namespaces.mutate.pinip.io").await?;
+    let validate_before = webhook_buckets(&client, "pods.validate.pinip.io").await?;
+    let with_webhook = create_pods(&client, &enabled, n).await?;
+    let delta = |after: BTreeMap<u64, f64>, before: &BTreeMap<u64, f64>| -> BTreeMap<u64, f64> {
+        after
+            .into_iter()
+            .map(|(le, c)| (le, c - before.get(&le).copied().unwrap_or(0.0)))
+            .collect()
+    };
+    let mutate = delta(
+        webhook_buckets(&client, "enabled-namespaces.mutate.pinip.io").await?,
+        &mutate_before,
+    );
+    let validate = delta(
+        webhook_buckets(&client, "pods.validate.pinip.io").await?,
+        &validate_before,
+    );
+
+    println!(
+        "admission benchmark: {n} pods per phase, {CONCURRENCY} concurrent creates, 2 webhook replicas"
+    );
+    println!(
+        "  baseline (no webhook):  {:7.1} pods/s   create median {:6.2} ms  p99 {:6.2} ms",
+        baseline.pods_per_sec, baseline.median_ms, baseline.p99_ms
+    );
+    println!(
+        "  with pinip webhook:     {:7.1} pods/s   create median {:6.2} ms  p99 {:6.2} ms",
+        with_webhook.pods_per_sec, with_webhook.median_ms, with_webhook.p99_ms
+    );
+    println!(
+        "  throughput ratio (with / without): {:.2}",
+        with_webhook.pods_per_sec / baseline.pods_per_sec
+    );
+    println!(
+        "  create median ratio (with / without): {:.2}",
+        with_webhook.median_ms / baseline.median_ms
+    );
+    for (name, b) in [("mutate", &mutate), ("validate (pods)", &validate)] {
+        println!(
+            "  kube-apiserver-measured {name} webhook latency: p50 {:.2} ms, p99 {:.2} ms over {} calls",
+            quantile(b, 0.5).unwrap_or(f64::NAN),
+            quantile(b, 0.99).unwrap_or(f64::NAN),
+            b.get(&u64::MAX).copied().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}

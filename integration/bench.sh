@@ -4,5 +4,6 @@
 # The CNI plugin's ADD latency benchmark: cargo bench -p pinip-cni --bench add_latency
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --workspace --bins
+# The admission benchmark runs the webhook (and checks the CNI plugin is there).
+cargo build --release -p pinip-webhook -p pinip-cni --bins
 exec cargo bench -p pinip-integration --bench admission "$@"

@@ -215,64 +215,37 @@ async fn wait_ready(p: &mut Proc, port: u16) -> Result<()> {
     }
 }
 
-/// Pods carrying any pinip annotation (for matchConditions).
-const HAS_PINIP_ANNOTATION: &str = "has(object.metadata.annotations) && object.metadata.annotations.exists(k, k.startsWith('pinip.io/'))";
-
-/// The webhook configurations as the manifests define them, but reaching the webhook by URL.
-/// An empty `ca_pem` leaves `caBundle` out, for pinip-certs to inject.
-pub fn webhook_configurations(url: &str, ca_pem: &str, name: &str) -> (Value, Value) {
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let system = json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                        "values": ["kube-system", "pinip-system"]});
-    let common = |path: &str| {
-        let mut client_config = json!({"url": format!("{url}{path}")});
-        if !ca.is_empty() {
-            client_config["caBundle"] = json!(ca);
+/// The YAML documents of a manifest file, as JSON values.
+pub fn manifest_docs(path: &Path) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut docs = Vec::new();
+    for doc in text.split("\n---") {
+        if doc.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+            continue;
         }
-        json!({
-            "clientConfig": client_config,
-            "failurePolicy": "Fail", "sideEffects": "NoneOnDryRun", "timeoutSeconds": 5,
-            "admissionReviewVersions": ["v1"], "matchPolicy": "Equivalent",
-        })
-    };
-    let pod_rule = |ops: Value| {
-        json!([{"operations": ops, "apiGroups": [""], "apiVersions": ["v1"],
-                "resources": ["pods"], "scope": "Namespaced"}])
-    };
-    let mut enabled = common("/mutate");
-    enabled["name"] = json!("enabled-namespaces.mutate.pinip.io");
-    enabled["rules"] = pod_rule(json!(["CREATE"]));
-    enabled["reinvocationPolicy"] = json!("Never");
-    enabled["namespaceSelector"] = json!({"matchExpressions": [
-        system, {"key": "pinip.io/enabled", "operator": "In", "values": ["true"]}]});
-    let mut annotated = common("/mutate");
-    annotated["name"] = json!("annotated-pods.mutate.pinip.io");
-    annotated["rules"] = pod_rule(json!(["CREATE"]));
-    annotated["reinvocationPolicy"] = json!("Never");
-    annotated["namespaceSelector"] = json!({"matchExpressions": [
-        system, {"key": "pinip.io/enabled", "operator": "NotIn", "values": ["true"]}]});
-    annotated["matchConditions"] =
-        json!([{"name": "has-pinip-annotation", "expression": HAS_PINIP_ANNOTATION}]);
-    let mutating = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name}, "webhooks": [enabled, annotated],
-    });
+        docs.push(serde_saphyr::from_str::<Value>(doc).with_context(|| format!("parsing {}", path.display()))?);
+    }
+    Ok(docs)
+}
 
-    let mut pods = common("/validate");
-    pods["name"] = json!("pods.validate.pinip.io");
-    pods["rules"] = pod_rule(json!(["CREATE", "UPDATE"]));
-    pods["namespaceSelector"] = json!({"matchExpressions": [system]});
-    pods["matchConditions"] = json!([{"name": "has-pinip-annotation", "expression":
-        format!("({HAS_PINIP_ANNOTATION}) || (oldObject != null && has(oldObject.metadata.annotations) && oldObject.metadata.annotations.exists(k, k.startsWith('pinip.io/')))")}]);
-    let mut resources = common("/validate");
-    resources["name"] = json!("resources.validate.pinip.io");
-    resources["rules"] = json!([{"operations": ["CREATE", "UPDATE", "DELETE"], "apiGroups": ["pinip.io"],
-        "apiVersions": ["v1alpha1"], "resources": ["ippools", "ipclaims"], "scope": "Cluster"}]);
-    let validating = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name}, "webhooks": [pods, resources],
-    });
-    (mutating, validating)
+/// The webhook configurations exactly as `manifests/base/webhooks.yaml` defines them, renamed
+/// to `name` and reaching the webhook by `url` instead of through the Service. An empty
+/// `ca_pem` leaves `caBundle` out, for pinip-certs to inject.
+pub fn webhook_configurations(url: &str, ca_pem: &str, name: &str) -> Result<Vec<Value>> {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let mut docs = manifest_docs(&Path::new(MANIFESTS).join("base/webhooks.yaml"))?;
+    for doc in &mut docs {
+        doc["metadata"]["name"] = json!(name);
+        for hook in doc["webhooks"].as_array_mut().into_iter().flatten() {
+            let path = hook["clientConfig"]["service"]["path"].as_str().unwrap_or("/").to_string();
+            let mut cc = json!({"url": format!("{url}{path}")});
+            if !ca.is_empty() {
+                cc["caBundle"] = json!(ca);
+            }
+            hook["clientConfig"] = cc;
+        }
+    }
+    Ok(docs)
 }
 
 /// Server-side applies a JSON object of any kind.
@@ -308,11 +281,10 @@ pub async fn apply(client: &Client, obj: &Value) -> Result<()> {
     Ok(())
 }
 
-/// Registers `hooks` with kube-apiserver and waits until it calls them (a dry-run pod in an
-/// enabled namespace comes back with an allocation, or a denial from pinip).
+/// Registers `hooks` with kube-apiserver under the configuration name `name`.
 pub async fn register(client: &Client, hooks: &Webhooks, name: &str) -> Result<()> {
-    let (m, v) = webhook_configurations(&hooks.url(), &hooks.ca_pem, name);
-    apply(client, &m).await?;
-    apply(client, &v).await?;
+    for doc in webhook_configurations(&hooks.url(), &hooks.ca_pem, name)? {
+        apply(client, &doc).await?;
+    }
     Ok(())
 }

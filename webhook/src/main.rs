@@ -100,7 +100,17 @@ async fn main() -> Result<()> {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let cert = ReloadingCert::load(&args.tls_dir).context("loading the serving certificate")?;
+    // In a pod the Secret may not exist yet (pinip-certs creates it); wait rather than
+    // crash-loop, and stay unready meanwhile.
+    let cert = loop {
+        match ReloadingCert::load(&args.tls_dir) {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "waiting for the serving certificate");
+                tokio::time::sleep(args.tls_reload_interval).await;
+            }
+        }
+    };
     tokio::spawn(cert.clone().watch(args.tls_reload_interval));
 
     let config = match &args.kubeconfig {

@@ -1,0 +1,162 @@
+//! Every manifest is accepted by the real kube-apiserver (server-side dry-run apply): the
+//! Kustomize entry point, the example pools, and the Helm chart rendered by a real helm, in
+//! both certificate modes.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use pinip_integration::pinip::{self, MANIFESTS, kubectl};
+use pinip_integration::{Bed, BedOptions};
+
+fn helm() -> Result<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helm-build.sh");
+    let out = Command::new(&script).stderr(Stdio::inherit()).output()?;
+    if !out.status.success() {
+        bail!("{} failed", script.display());
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+fn helm_template(extra: &[&str]) -> Result<String> {
+    let out = Command::new(helm()?)
+        .args([
+            "template",
+            "pinip",
+            &format!("{MANIFESTS}/helm/pinip"),
+            "--namespace",
+            "pinip-system",
+            "--kube-version",
+            "1.37.2",
+        ])
+        .args(extra)
+        .output()?;
+    if !out.status.success() {
+        bail!("helm template: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// `kubectl apply --server-side --dry-run=server -f -` with `yaml` on stdin.
+fn dry_run(bed: &Bed, yaml: &str) -> Result<String> {
+    let mut child =
+        Command::new(pinip_integration::controlplane::upstream_bin_dir()?.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&bed.kubeconfig)
+            .args(["apply", "--server-side", "--dry-run=server", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(yaml.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "dry-run apply rejected:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn count_kinds(yaml: &str) -> usize {
+    yaml.lines().filter(|l| l.starts_with("kind: ")).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_and_chart_pass_server_side_dry_run() -> Result<()> {
+    let bed = Bed::start(BedOptions {
+        nodes: 0,
+        ..Default::default()
+    })
+    .await?;
+    // The namespace and CRDs must exist for namespaced objects and pools to dry-run.
+    pinip::install(&bed)?;
+
+    let kustomized = kubectl(&bed, &["kustomize", MANIFESTS])?;
+    let out = dry_run(&bed, &kustomized)?;
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains("(server dry run)"))
+            .count(),
+        count_kinds(&kustomized),
+        "{out}"
+    );
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+        "DaemonSet",
+        "PodDisruptionBudget",
+    ] {
+        assert!(
+            kustomized.contains(&format!("kind: {kind}")),
+            "kustomization lacks {kind}"
+        );
+    }
+
+    let pools = std::fs::read_to_string(format!("{MANIFESTS}/examples/ippools.yaml"))?;
+    dry_run(&bed, &pools)?;
+
+    let chart = helm_template(&[])?;
+    let out = dry_run(&bed, &chart)?;
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains("(server dry run)"))
+            .count(),
+        count_kinds(&chart),
+        "{out}"
+    );
+
+    // cert-manager mode: no pinip-certs containers, injection annotations, a Certificate. The
+    // cert-manager kinds are not installed on the bed, so only the rest is dry-run.
+    let cm = helm_template(&["--set", "certs.mode=cert-manager"])?;
+    assert!(cm.contains("cert-manager.io/inject-ca-from: pinip-system/pinip-webhook"));
+    assert!(cm.contains("kind: Certificate") && !cm.contains("pinip-certs:"));
+    let without_cm: Vec<&str> = cm
+        .split("\n---")
+        .filter(|d| !d.contains("apiVersion: cert-manager.io/"))
+        .collect();
+    dry_run(&bed, &without_cm.join("\n---"))?;
+    Ok(())
+}
+
+/// The chart's RBAC is the same as the Kustomize base's (the chart only templates names and
+/// namespaces), so the two install paths grant exactly the same rights.
+#[test]
+fn chart_rbac_matches_base() -> Result<()> {
+    use serde_json::Value;
+    fn rbac(yaml: &str) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        for doc in yaml.split("\n---") {
+            if doc
+                .lines()
+                .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+            {
+                continue;
+            }
+            let v: Value = serde_saphyr::from_str(doc)?;
+            let kind = v["kind"].as_str().unwrap_or_default();
+            if kind.starts_with("Cluster")
+                || kind == "Role"
+                || kind == "RoleBinding"
+                || kind == "ServiceAccount"
+            {
+                out.push(
+                    serde_json::json!({"kind": kind, "name": v["metadata"]["name"],
+                    "rules": v["rules"], "roleRef": v["roleRef"], "subjects": v["subjects"]}),
+                );
+            }
+        }
+        out.sort_by_key(|v| v.to_string());
+        Ok(out)
+    }
+    let base = std::fs::read_to_string(format!("{MANIFESTS}/base/rbac.yaml"))?;
+    let chart = helm_template(&["--show-only", "templates/rbac.yaml"])?;
+    assert_eq!(rbac(&chart)?, rbac(&base)?);
+    Ok(())
+}

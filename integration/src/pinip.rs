@@ -24,18 +24,20 @@ pub const WEBHOOK_USER: &str = "system:serviceaccount:pinip-system:pinip-webhook
 pub const BINDER_USER: &str = "system:serviceaccount:pinip-system:pinip-binder";
 
 /// Where pinip's binaries are: `$PINIP_BIN_DIR`, else the cargo target directory this test
-/// binary was built into (`./test.sh` builds every binary before running the tests).
+/// binary was built into (`./test.sh` and `./demo.sh` build every binary first).
 pub fn bin_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("PINIP_BIN_DIR") {
         return Ok(d.into());
     }
+    // Tests run from target/<profile>/deps, binaries such as the demo from target/<profile>.
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("locating the target directory")?
-        .to_path_buf();
+    let here = exe.parent().context("locating the target directory")?;
+    let dir = if here.ends_with("deps") {
+        here.parent().context("locating the target directory")?
+    } else {
+        here
+    }
+    .to_path_buf();
     for b in ["pinip-webhook", "pinip"] {
         if !dir.join(b).exists() {
             bail!(
@@ -217,13 +219,20 @@ async fn wait_ready(p: &mut Proc, port: u16) -> Result<()> {
 
 /// The YAML documents of a manifest file, as JSON values.
 pub fn manifest_docs(path: &Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut docs = Vec::new();
     for doc in text.split("\n---") {
-        if doc.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        if doc
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
             continue;
         }
-        docs.push(serde_saphyr::from_str::<Value>(doc).with_context(|| format!("parsing {}", path.display()))?);
+        docs.push(
+            serde_saphyr::from_str::<Value>(doc)
+                .with_context(|| format!("parsing {}", path.display()))?,
+        );
     }
     Ok(docs)
 }
@@ -237,7 +246,10 @@ pub fn webhook_configurations(url: &str, ca_pem: &str, name: &str) -> Result<Vec
     for doc in &mut docs {
         doc["metadata"]["name"] = json!(name);
         for hook in doc["webhooks"].as_array_mut().into_iter().flatten() {
-            let path = hook["clientConfig"]["service"]["path"].as_str().unwrap_or("/").to_string();
+            let path = hook["clientConfig"]["service"]["path"]
+                .as_str()
+                .unwrap_or("/")
+                .to_string();
             let mut cc = json!({"url": format!("{url}{path}")});
             if !ca.is_empty() {
                 cc["caBundle"] = json!(ca);

@@ -157,9 +157,9 @@ async fn webhook_end_to_end() -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let claims: Api<IPClaim> = Api::all(client.clone());
 
-    // A bare pod gets an address of the default pool, lands in that pool's zone, and has exactly
-    // that address configured in its namespace: on node-1 pinip reads the annotation from the
-    // runtime, on node-3 from the API server.
+    // A bare pod pinned to a zone-a node gets an address of the zone-a default pool, and has
+    // exactly that address configured in its namespace: on node-1 pinip reads the annotation
+    // from the runtime, on node-3 from the API server.
     for node in ["node-1", "node-3"] {
         let name = format!("bare-{node}");
         let p = pod(

@@ -1,7 +1,8 @@
 //! In-memory views of the cluster, kept current by watches, that admission decisions read
-//! instead of calling the API server: pools, claims, namespaces' labels and ReplicaSets'
-//! owners. Also what watches alone cannot tell: claims this replica has just created (until
-//! its watch sees them) and when each address was last released (for the cool-down).
+//! instead of calling the API server: pools, claims, namespaces' labels, ReplicaSets' owners
+//! and nodes' labels. Also what watches alone cannot tell: claims this replica has just
+//! created (until its watch sees them) and when each address was last released (for the
+//! cool-down).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -25,6 +26,7 @@ pub struct Index {
     pub claims: Store<IPClaim>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     replicasets: Store<PartialObjectMeta<ReplicaSet>>,
+    nodes: Store<PartialObjectMeta<Node>>,
     pending: Arc<Mutex<HashMap<String, Instant>>>,
     released: Arc<Mutex<HashMap<String, Instant>>>,
 }
@@ -36,11 +38,13 @@ impl Index {
         let (claims, cw) = reflector::store();
         let (namespaces, nw) = reflector::store();
         let (replicasets, rw) = reflector::store();
+        let (nodes, nodew) = reflector::store();
         let index = Index {
             pools,
             claims,
             namespaces,
             replicasets,
+            nodes,
             pending: Arc::default(),
             released: Arc::default(),
         };
@@ -60,6 +64,11 @@ impl Index {
         tokio::spawn(drain(
             "replicasets",
             reflector::reflector(rw, watcher(rs_api, cfg.clone()).default_backoff()),
+        ));
+        let node_api: Api<PartialObjectMeta<Node>> = Api::all(client.clone());
+        tokio::spawn(drain(
+            "nodes",
+            reflector::reflector(nodew, watcher(node_api, cfg.clone()).default_backoff()),
         ));
         let claims_api: Api<IPClaim> = Api::all(client.clone());
         let released = index.released.clone();
@@ -87,6 +96,16 @@ impl Index {
         let _ = self.claims.wait_until_ready().await;
         let _ = self.namespaces.wait_until_ready().await;
         let _ = self.replicasets.wait_until_ready().await;
+        let _ = self.nodes.wait_until_ready().await;
+    }
+
+    /// Every node's name and labels.
+    pub fn nodes(&self) -> Vec<(String, BTreeMap<String, String>)> {
+        self.nodes
+            .state()
+            .iter()
+            .map(|n| (n.name_any(), n.metadata.labels.clone().unwrap_or_default()))
+            .collect()
     }
 
     pub fn namespace_labels(&self, ns: &str) -> Option<BTreeMap<String, String>> {

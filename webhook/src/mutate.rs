@@ -140,7 +140,19 @@ async fn decide(state: &State, pod: &Pod, ns: &str, dry_run: bool) -> Result<Dec
 
     let ns_labels = namespace_labels(state, ns).await;
     let pools = state.index.pools.state();
-    let chosen = policy::choose(&pools, pod, &ns_labels, pool_req.as_ref(), ip_req.as_ref())?;
+    let usage = IndexUsage {
+        index: &state.index,
+        owner: &owner,
+        retained: matches!(retain, Retain::Ordinal | Retain::App),
+    };
+    let chosen = policy::choose(
+        &pools,
+        pod,
+        &ns_labels,
+        pool_req.as_ref(),
+        ip_req.as_ref(),
+        &usage,
+    )?;
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let decided = state
         .allocator
@@ -150,6 +162,31 @@ async fn decide(state: &State, pod: &Pod, ns: &str, dry_run: bool) -> Result<Dec
         allocation(&state.allocator.interface, &decided),
         node_requirements(&chosen),
     ))
+}
+
+/// Pool usage from the watch index; only consulted when several default pools fit.
+struct IndexUsage<'a> {
+    index: &'a crate::index::Index,
+    owner: &'a pinip_api::Owner,
+    retained: bool,
+}
+
+impl policy::PoolUsage for IndexUsage<'_> {
+    fn nodes(&self) -> Vec<policy::NodeLabels> {
+        self.index.nodes()
+    }
+
+    fn claimed(&self, pool: &str) -> u128 {
+        let claims = self.index.claims.state();
+        claims.iter().filter(|c| c.spec.pool == pool).count() as u128
+    }
+
+    fn held_by_owner(&self, pool: &str) -> bool {
+        self.retained
+            && self.index.claims.state().iter().any(|c| {
+                c.spec.pool == pool && pinip_api::owner::same_owner(&c.spec.owner, self.owner)
+            })
+    }
 }
 
 fn node_requirements(

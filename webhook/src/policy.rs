@@ -117,11 +117,67 @@ fn satisfiable(reqs: &[NodeSelectorRequirement]) -> bool {
     })
 }
 
-/// Whether the pool's nodes can satisfy the pod's nodeSelector and required node affinity.
-pub fn nodes_compatible(pool: &IPPool, pod: &Pod) -> bool {
+/// A node's name and labels, as the webhook's watch knows them.
+pub type NodeLabels = (String, BTreeMap<String, String>);
+
+fn requirement_admits(r: &NodeSelectorRequirement, value: Option<&String>) -> bool {
+    let vals = r.values.as_deref().unwrap_or_default();
+    let int = |s: &String| s.parse::<i64>().ok();
+    let bound = vals.first().and_then(int);
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| vals.contains(v)),
+        "NotIn" => value.is_none_or(|v| !vals.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" => value.and_then(int).zip(bound).is_some_and(|(v, b)| v > b),
+        "Lt" => value.and_then(int).zip(bound).is_some_and(|(v, b)| v < b),
+        _ => false,
+    }
+}
+
+/// Whether the pod's nodeSelector and required node affinity admit node `name` with `labels`.
+pub fn pod_admits_node(pod: &Pod, name: &str, labels: &BTreeMap<String, String>) -> bool {
+    let spec = pod.spec.as_ref();
+    let selector_ok = spec
+        .and_then(|s| s.node_selector.as_ref())
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let terms = spec
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .map(|r| r.node_selector_terms.as_slice())
+        .unwrap_or_default();
+    let name = name.to_string();
+    let term_ok = |t: &k8s_openapi::api::core::v1::NodeSelectorTerm| {
+        t.match_expressions
+            .iter()
+            .flatten()
+            .all(|r| requirement_admits(r, labels.get(&r.key)))
+            && t.match_fields
+                .iter()
+                .flatten()
+                .all(|r| r.key == "metadata.name" && requirement_admits(r, Some(&name)))
+    };
+    selector_ok && (terms.is_empty() || terms.iter().any(term_ok))
+}
+
+/// Whether the pool's nodes can satisfy the pod's nodeSelector and required node affinity:
+/// some known node is selected by both. Without a node list (none watched yet) it reasons on
+/// labels alone.
+pub fn nodes_compatible(pool: &IPPool, pod: &Pod, nodes: &[NodeLabels]) -> bool {
     let Some(sel) = pool.spec.node_selector.as_ref() else {
         return true;
     };
+    if !nodes.is_empty() {
+        return nodes
+            .iter()
+            .any(|(n, l)| selector_admits(Some(sel), l) && pod_admits_node(pod, n, l));
+    }
     let mut base = node_requirements(sel);
     let spec = pod.spec.as_ref();
     base.extend(
@@ -154,14 +210,27 @@ pub fn nodes_compatible(pool: &IPPool, pod: &Pod) -> bool {
     })
 }
 
-/// Picks the pools for a pod. `pools` is every pool known; `pod_ref` names the pod in
-/// messages.
+/// What the webhook's index tells about the cluster, for choosing among default pools.
+pub trait PoolUsage {
+    /// Every node's name and labels (empty when unknown).
+    fn nodes(&self) -> Vec<NodeLabels>;
+    /// Addresses of `pool` that are claimed.
+    fn claimed(&self, pool: &str) -> u128;
+    /// Whether the pod's owner already holds a retained claim in `pool`.
+    fn held_by_owner(&self, pool: &str) -> bool;
+}
+
+/// Picks the pools for a pod. `pools` is every pool known. Among several fitting default
+/// pools of a family, the one where the owner already holds a retained address wins (a
+/// StatefulSet pod keeps its pool, and so its address), then the one with the most free
+/// addresses (pods spread over, e.g., one default pool per zone), then the first by name.
 pub fn choose(
     pools: &[Arc<IPPool>],
     pod: &Pod,
     ns_labels: &BTreeMap<String, String>,
     pool_req: Option<&PoolRequest>,
     ip_req: Option<&IpRequest>,
+    usage: &dyn PoolUsage,
 ) -> Result<Vec<Chosen>, Denial> {
     let mut chosen: Vec<Chosen> = Vec::new();
     let usable = |p: &Arc<IPPool>| {
@@ -245,12 +314,21 @@ pub fn choose(
         });
     }
     let mut skipped = Vec::new();
+    // Decide by the known nodes when some node fits some admitted pool; otherwise (no node
+    // yet, or nodes an autoscaler will add) by labels alone rather than deny.
+    let mut nodes = usage.nodes();
+    if !defaults
+        .iter()
+        .any(|p| namespace_may_use(p, ns_labels) && nodes_compatible(p, pod, &nodes))
+    {
+        nodes.clear();
+    }
     for p in defaults {
         if !namespace_may_use(p, ns_labels) {
             skipped.push(format!("{} (namespace not admitted)", p.name_any()));
             continue;
         }
-        if !nodes_compatible(p, pod) {
+        if !nodes_compatible(p, pod, &nodes) {
             skipped.push(format!(
                 "{} (its nodeSelector conflicts with the pod's node constraints)",
                 p.name_any()
@@ -261,14 +339,28 @@ pub fn choose(
             skipped.push(format!("{} (invalid spec)", p.name_any()));
             continue;
         };
-        if chosen.iter().any(|c| c.usable.family() == u.family()) {
-            continue;
+        let rank = |name: &str, u: &UsablePool| {
+            (
+                usage.held_by_owner(name),
+                u.size().saturating_sub(usage.claimed(name)),
+            )
+        };
+        // `defaults` is sorted by name, so on equal rank the first name stays.
+        match chosen.iter().position(|c| c.usable.family() == u.family()) {
+            Some(i) if rank(&p.name_any(), &u) <= rank(&chosen[i].name(), &chosen[i].usable) => {}
+            Some(i) => {
+                chosen[i] = Chosen {
+                    pool: p.clone(),
+                    usable: u,
+                    explicit: None,
+                }
+            }
+            None => chosen.push(Chosen {
+                pool: p.clone(),
+                usable: u,
+                explicit: None,
+            }),
         }
-        chosen.push(Chosen {
-            pool: p.clone(),
-            usable: u,
-            explicit: None,
-        });
     }
     if chosen.is_empty() {
         return Err(Denial::NoDefaultPool {
@@ -303,6 +395,27 @@ mod tests {
             .collect()
     }
 
+    /// Claimed counts per pool, and the pools where the owner holds a claim.
+    struct Usage(Vec<(&'static str, u128)>, Vec<&'static str>);
+
+    impl PoolUsage for Usage {
+        fn nodes(&self) -> Vec<NodeLabels> {
+            Vec::new()
+        }
+        fn claimed(&self, pool: &str) -> u128 {
+            self.0
+                .iter()
+                .find(|(p, _)| *p == pool)
+                .map_or(0, |(_, n)| *n)
+        }
+        fn held_by_owner(&self, pool: &str) -> bool {
+            self.1.contains(&pool)
+        }
+    }
+
+    #[allow(non_upper_case_globals)]
+    const none_claimed: Usage = Usage(Vec::new(), Vec::new());
+
     fn empty_pod() -> Pod {
         pod(json!({"containers": []}))
     }
@@ -328,11 +441,105 @@ mod tests {
             ),
         ];
         let p = pod(json!({"containers": [], "nodeSelector": {"zone": "b"}}));
-        let c = choose(&pools, &p, &labels(&[]), None, None).unwrap();
+        let c = choose(&pools, &p, &labels(&[]), None, None, &none_claimed).unwrap();
         let names: Vec<String> = c.iter().map(Chosen::name).collect();
         assert_eq!(names, ["b4", "v6"]);
-        let c = choose(&pools, &empty_pod(), &labels(&[("team", "x")]), None, None).unwrap();
+        let c = choose(
+            &pools,
+            &empty_pod(),
+            &labels(&[("team", "x")]),
+            None,
+            None,
+            &none_claimed,
+        )
+        .unwrap();
         assert_eq!(c[0].name(), "a4");
+    }
+
+    #[test]
+    fn fitting_default_pools_rank_by_owner_then_free_addresses() {
+        let pools = vec![
+            pool("a", json!({"cidr": "10.1.0.0/24", "default": true})),
+            pool("b", json!({"cidr": "10.2.0.0/24", "default": true})),
+        ];
+        let pick = |usage: Usage| {
+            choose(&pools, &empty_pod(), &labels(&[]), None, None, &usage).unwrap()[0].name()
+        };
+        assert_eq!(
+            pick(Usage(vec![], vec![])),
+            "a",
+            "ties go to the first name"
+        );
+        assert_eq!(pick(Usage(vec![("a", 1)], vec![])), "b");
+        assert_eq!(pick(Usage(vec![("a", 3), ("b", 10)], vec![])), "a");
+        assert_eq!(
+            pick(Usage(vec![("a", 1)], vec!["a"])),
+            "a",
+            "the pool of the owner's retained claim wins over free space"
+        );
+    }
+
+    #[test]
+    fn with_known_nodes_a_pool_fits_only_where_a_node_admits_pod_and_pool() {
+        let zone_b = pool(
+            "b4",
+            json!({"cidr": "10.2.0.0/24", "default": true,
+            "nodeSelector": {"matchLabels": {"zone": "b"}}}),
+        );
+        let nodes: Vec<NodeLabels> = vec![
+            (
+                "node-1".into(),
+                labels(&[("zone", "a"), ("kubernetes.io/hostname", "node-1")]),
+            ),
+            (
+                "node-2".into(),
+                labels(&[("zone", "b"), ("kubernetes.io/hostname", "node-2")]),
+            ),
+        ];
+        let on = |host: &str| {
+            pod(json!({"containers": [], "nodeSelector": {"kubernetes.io/hostname": host}}))
+        };
+        // Label-level reasoning cannot see that node-1 is in zone a; the node list can.
+        assert!(nodes_compatible(&zone_b, &on("node-1"), &[]));
+        assert!(!nodes_compatible(&zone_b, &on("node-1"), &nodes));
+        assert!(nodes_compatible(&zone_b, &on("node-2"), &nodes));
+        let by_field = pod(
+            json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-2"]}]}]}}}}),
+        );
+        assert!(nodes_compatible(&zone_b, &by_field, &nodes));
+        let gt = pod(
+            json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["8"]}]}]}}}}),
+        );
+        assert!(!nodes_compatible(&zone_b, &gt, &nodes));
+    }
+
+    #[test]
+    fn without_any_fitting_node_labels_decide() {
+        struct Nodes;
+        impl PoolUsage for Nodes {
+            fn nodes(&self) -> Vec<NodeLabels> {
+                vec![(
+                    "node-1".into(),
+                    [("zone".to_string(), "a".to_string())].into(),
+                )]
+            }
+            fn claimed(&self, _: &str) -> u128 {
+                0
+            }
+            fn held_by_owner(&self, _: &str) -> bool {
+                false
+            }
+        }
+        let pools = vec![pool(
+            "b4",
+            json!({"cidr": "10.2.0.0/24", "default": true,
+            "nodeSelector": {"matchLabels": {"zone": "b"}}}),
+        )];
+        // No zone-b node exists yet (an autoscaler may add one): the pool still fits.
+        let c = choose(&pools, &empty_pod(), &labels(&[]), None, None, &Nodes).unwrap();
+        assert_eq!(c[0].name(), "b4");
     }
 
     #[test]
@@ -352,9 +559,9 @@ mod tests {
             {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
             {"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["b"]}]},
         ]));
-        assert!(choose(&pools, &ok, &labels(&[]), None, None).is_ok());
+        assert!(choose(&pools, &ok, &labels(&[]), None, None, &none_claimed).is_ok());
         let bad = aff(json!([{"matchExpressions": [{"key": "zone", "operator": "DoesNotExist"}]}]));
-        let err = choose(&pools, &bad, &labels(&[]), None, None).unwrap_err();
+        let err = choose(&pools, &bad, &labels(&[]), None, None, &none_claimed).unwrap_err();
         assert!(
             err.to_string()
                 .contains("conflicts with the pod's node constraints"),
@@ -380,13 +587,15 @@ mod tests {
         let none = labels(&[]);
         let req: PoolRequest = "blue,blue6".parse().unwrap();
         assert_eq!(
-            choose(&pools, &p, &none, Some(&req), None).unwrap().len(),
+            choose(&pools, &p, &none, Some(&req), None, &none_claimed)
+                .unwrap()
+                .len(),
             2
         );
         let err = |pr: Option<&str>, ip: Option<&str>| {
             let pr: Option<PoolRequest> = pr.map(|s| s.parse().unwrap());
             let ip: Option<IpRequest> = ip.map(|s| s.parse().unwrap());
-            choose(&pools, &p, &none, pr.as_ref(), ip.as_ref())
+            choose(&pools, &p, &none, pr.as_ref(), ip.as_ref(), &none_claimed)
                 .unwrap_err()
                 .to_string()
         };
@@ -403,7 +612,15 @@ mod tests {
             err(None, Some("10.30.0.5")),
             "no pool this namespace may use contains 10.30.0.5"
         );
-        let c = choose(&pools, &p, &none, None, Some(&"10.20.0.7".parse().unwrap())).unwrap();
+        let c = choose(
+            &pools,
+            &p,
+            &none,
+            None,
+            Some(&"10.20.0.7".parse().unwrap()),
+            &none_claimed,
+        )
+        .unwrap();
         assert_eq!(
             (c[0].name(), c[0].explicit),
             ("blue".into(), Some("10.20.0.7".parse().unwrap()))

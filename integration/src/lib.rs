@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod bed;
+pub mod binders;
 pub mod cni;
 pub mod controlplane;
 pub mod lb;

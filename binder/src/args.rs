@@ -1,0 +1,157 @@
+//! Command-line flags (each also documented in README.md).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Parser, ValueEnum};
+
+/// pinip binder: binds each pod's address reservations (IPClaims) to the pod and its node,
+/// follows StatefulSet pods when they are recreated, releases addresses when their pod or
+/// workload is gone, reclaims reservations whose pod never appeared, and keeps every IPPool's
+/// status. Several replicas may run; one leads (a coordination.k8s.io Lease). Serves
+/// /healthz, /readyz and /metrics (Prometheus) over plain HTTP.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "pinip-binder", version)]
+pub struct Args {
+    /// kubeconfig to reach the API server; default: in-cluster config or $KUBECONFIG.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address and port for /healthz, /readyz and /metrics (plain HTTP).
+    #[arg(long, env = "PINIP_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub metrics_listen: SocketAddr,
+    /// A Reserved claim whose pod has not appeared this long after it was reserved
+    /// (status.reservedAt, else its creation) is reclaimed: deleted, or Released when retained.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub reclaim_grace: Duration,
+    /// Delete a StatefulSet's retained claims whose ordinal is >= its replicas once their pod
+    /// is gone. By default scale-down keeps them, so scaling up again restores the addresses.
+    #[arg(long)]
+    pub release_on_scale_down: bool,
+    /// A full reconcile runs at least this often, even when no watch event arrives.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+    /// Changes that arrive within this window are reconciled together.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub debounce: Duration,
+    /// API writes carried out in parallel during one reconcile.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// A pod that names a claim which does not exist is reported as a conflict only when it is
+    /// at least this old (the claim may be in flight from the webhook).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub conflict_settle: Duration,
+    #[command(flatten)]
+    pub leader: LeaderArgs,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `pinip_binder=debug,info`.
+    #[arg(long, env = "PINIP_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Leader election over a coordination.k8s.io/v1 Lease.
+#[derive(ClapArgs, Debug, Clone)]
+pub struct LeaderArgs {
+    /// Elect a leader among replicas; `false` makes this replica act alone (one replica only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "pinip-binder")]
+    pub lease_name: String,
+    /// Namespace of the Lease (the binder's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "pinip-system")]
+    pub lease_namespace: String,
+    /// How long a Lease stays valid after its last renewal; a standby takes over after this
+    /// long without renewals (at once when the leader releases it on shutdown).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// How often the leader renews the Lease and a standby checks it. The leader stops acting
+    /// when it has not renewed for lease-duration minus this period.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub lease_renew_period: Duration,
+    /// This replica's identity in the Lease; default: $POD_NAME, else hostname and process id.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
+    }
+}
+
+impl LeaderArgs {
+    /// Checks that the timings leave the leader room to renew before a standby takes over.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease_duration < Duration::from_secs(1) {
+            return Err("--lease-duration must be at least 1s".into());
+        }
+        if self.lease_renew_period.is_zero() || self.lease_renew_period * 2 > self.lease_duration {
+            return Err(format!(
+                "--lease-renew-period ({:?}) must be more than 0 and at most half of --lease-duration ({:?})",
+                self.lease_renew_period, self.lease_duration
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configured identity, else `<hostname>-<pid>`.
+    pub fn identity(&self) -> String {
+        if let Some(id) = self.identity.as_ref().filter(|s| !s.is_empty()) {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "pinip-binder".into());
+        format!("{host}-{}", std::process::id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn defaults_and_lease_timings() {
+        let a = Args::parse_from(["pinip-binder"]);
+        assert_eq!(a.reclaim_grace, Duration::from_secs(120));
+        assert_eq!(a.leader.lease_duration, Duration::from_secs(15));
+        assert!(a.leader.leader_elect);
+        assert!(!a.release_on_scale_down);
+        assert!(a.leader.validate().is_ok());
+        let a = Args::parse_from([
+            "pinip-binder",
+            "--leader-elect=false",
+            "--lease-duration=4s",
+            "--lease-renew-period=3s",
+        ]);
+        assert!(!a.leader.leader_elect);
+        assert!(a.leader.validate().is_err());
+    }
+}

@@ -1,0 +1,1478 @@
+//! The binder's decisions: pure functions from a snapshot of claims, pods and workloads to the
+//! writes that bring the claims in line with the pods. `reconcile.rs` carries them out.
+//!
+//! - A claim named by a live pod's `pinip.io/allocation`, with the same address and pool and
+//!   the same owner identity, is bound to that pod: `spec.pod` (name, uid), `spec.node` once
+//!   the pod is scheduled, phase Reserved until then and Bound after.
+//! - A claim whose pod is gone is deleted (retain `none`) or Released (retained), unless its
+//!   workload is gone too (deleted) or `--release-on-scale-down` applies (deleted).
+//! - A Reserved claim no pod has taken is reclaimed once the grace period since it was
+//!   reserved is over: deleted, or Released when retained. Never earlier: the pod may still be
+//!   in admission.
+//! - A live pod naming a claim that does not back it (missing, other address or pool, other
+//!   owner, bound to another live pod) is a conflict: reported, never resolved by moving the
+//!   claim.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use pinip_api::annotations::{ALLOCATION, Allocation, Retain};
+use pinip_api::owner::{self, same_owner};
+use pinip_api::{ClaimPhase, IPClaim, Owner, PodRef};
+
+use crate::workload::{Presence, WORKLOAD_ANNOTATION, WorkloadRef};
+
+/// Label the webhook puts on each claim: its retain policy.
+pub const RETAIN_LABEL: &str = "pinip.io/retain";
+
+/// The knobs of the decisions (from flags).
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub reclaim_grace: Duration,
+    pub release_on_scale_down: bool,
+    pub conflict_settle: Duration,
+}
+
+/// A pod, as far as its addresses go.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodKey {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl fmt::Display for PodKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One address a pod's allocation names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedIp {
+    pub claim: String,
+    pub address: IpNet,
+    pub pool: String,
+}
+
+/// What the binder needs of a pod that carries an allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    pub key: PodKey,
+    pub node: Option<String>,
+    /// Succeeded or Failed: its sandbox is gone, it holds no address any more.
+    pub terminal: bool,
+    pub created: Option<Timestamp>,
+    pub owner: Owner,
+    /// The controller that keeps the pod's retained addresses (the Deployment behind a
+    /// ReplicaSet); `None` for a bare pod, or while its ReplicaSet is not known yet.
+    pub workload: Option<WorkloadRef>,
+    pub ips: Vec<NamedIp>,
+}
+
+/// How a ReplicaSet is controlled: `None` when the ReplicaSet is not known (yet),
+/// `Some(None)` when it has no controller.
+pub type ReplicaSetController = Option<Option<OwnerReference>>;
+
+impl PodInfo {
+    /// `Ok(None)` for a pod without allocation; `Err` (with the reason) for one that cannot be
+    /// read. `rs_controller(namespace, name)` answers from the ReplicaSet watch.
+    pub fn read(
+        pod: &Pod,
+        rs_controller: impl Fn(&str, &str) -> ReplicaSetController,
+    ) -> Result<Option<PodInfo>, String> {
+        let Some(raw) = pod.annotations().get(ALLOCATION) else {
+            return Ok(None);
+        };
+        let (Some(namespace), Some(name), Some(uid)) = (
+            pod.metadata.namespace.clone(),
+            pod.metadata.name.clone(),
+            pod.metadata.uid.clone(),
+        ) else {
+            return Err("pod without namespace, name or uid".into());
+        };
+        let allocation: Allocation = raw.parse().map_err(|e| format!("{e}"))?;
+        let ips = allocation
+            .interfaces
+            .iter()
+            .flat_map(|i| &i.ips)
+            .map(|ip| NamedIp {
+                claim: ip.claim.clone(),
+                address: ip.address,
+                pool: ip.pool.clone(),
+            })
+            .collect();
+        let owner = owner::identify(pod, &namespace, |rs| {
+            rs_controller(&namespace, rs)
+                .flatten()
+                .map(|o| (o.kind, o.name))
+        });
+        let controller = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true));
+        let workload = controller.and_then(|c| {
+            if c.kind == "ReplicaSet" && c.api_version.starts_with("apps/") {
+                match rs_controller(&namespace, &c.name) {
+                    Some(Some(deploy)) => Some(WorkloadRef::from_owner_ref(&namespace, &deploy)),
+                    Some(None) => Some(WorkloadRef::from_owner_ref(&namespace, c)),
+                    None => None,
+                }
+            } else {
+                Some(WorkloadRef::from_owner_ref(&namespace, c))
+            }
+        });
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        Ok(Some(PodInfo {
+            key: PodKey {
+                namespace,
+                name,
+                uid,
+            },
+            node: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .filter(|n| !n.is_empty()),
+            terminal: matches!(phase, Some("Succeeded" | "Failed")),
+            created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            owner,
+            workload,
+            ips,
+        }))
+    }
+}
+
+/// What the binder needs of a claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimInfo {
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+    pub address: IpNet,
+    pub pool: String,
+    pub owner: Owner,
+    pub pod: Option<PodRef>,
+    pub node: Option<String>,
+    pub phase: ClaimPhase,
+    pub retain: Retain,
+    /// When it was last reserved (status.reservedAt), else created.
+    pub since: Option<Timestamp>,
+    pub workload: Option<WorkloadRef>,
+    pub deleting: bool,
+}
+
+impl ClaimInfo {
+    /// Reads a claim; `Err` (with the reason) for one with garbage fields.
+    pub fn read(c: &IPClaim) -> Result<ClaimInfo, String> {
+        let name = c.metadata.name.clone().ok_or("claim without a name")?;
+        let address: IpNet =
+            c.spec.address.parse().map_err(|_| {
+                format!("spec.address {:?} is not an address/prefix", c.spec.address)
+            })?;
+        let retain = match c.labels().get(RETAIN_LABEL) {
+            Some(v) => v.parse::<Retain>().map_err(|e| format!("label {e}"))?,
+            None => owner::default_retain(&c.spec.owner),
+        };
+        let workload = c
+            .annotations()
+            .get(WORKLOAD_ANNOTATION)
+            .and_then(|v| WorkloadRef::parse(&c.spec.owner.namespace, v).ok());
+        let since = c
+            .status
+            .as_ref()
+            .and_then(|s| s.reserved_at.as_ref())
+            .or(c.metadata.creation_timestamp.as_ref())
+            .map(|t| t.0);
+        Ok(ClaimInfo {
+            name,
+            uid: c.metadata.uid.clone().unwrap_or_default(),
+            resource_version: c.metadata.resource_version.clone().unwrap_or_default(),
+            address,
+            pool: c.spec.pool.clone(),
+            owner: c.spec.owner.clone(),
+            pod: c.spec.pod.clone().filter(|p| !p.name.is_empty()),
+            node: c.spec.node.clone().filter(|n| !n.is_empty()),
+            phase: c.phase(),
+            retain,
+            since,
+            workload,
+            deleting: c.metadata.deletion_timestamp.is_some(),
+        })
+    }
+
+    /// The pod this claim was last bound to, if it recorded one.
+    fn bound_pod(&self) -> Option<PodKey> {
+        self.pod
+            .as_ref()
+            .filter(|p| !p.uid.is_empty())
+            .map(|p| PodKey {
+                namespace: self.owner.namespace.clone(),
+                name: p.name.clone(),
+                uid: p.uid.clone(),
+            })
+    }
+}
+
+/// Answers whether workloads exist.
+pub trait Workloads {
+    fn presence(&self, r: &WorkloadRef) -> Presence;
+    /// For a retained claim that never recorded its workload: by the owner's kind and name.
+    fn presence_by_owner(&self, o: &Owner) -> Presence;
+}
+
+/// Pod events the binder records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The claim now records the pod; the pod is not scheduled yet.
+    IPReserved,
+    /// The claim records the pod and its node.
+    IPBound,
+    /// The pod is gone and its address was released.
+    IPReleased,
+    /// The pod's allocation names an address its claim does not back.
+    IPConflict,
+}
+
+impl Reason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::IPReserved => "IPReserved",
+            Reason::IPBound => "IPBound",
+            Reason::IPReleased => "IPReleased",
+            Reason::IPConflict => "IPConflict",
+        }
+    }
+}
+
+/// Record `pod` (and its node) on the claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    pub claim: String,
+    pub resource_version: String,
+    pub address: IpNet,
+    pub pod: PodKey,
+    pub node: Option<String>,
+    pub phase: ClaimPhase,
+    /// The workload annotation to write (retained claims).
+    pub workload: Option<WorkloadRef>,
+    pub write_spec: bool,
+    pub write_status: bool,
+    pub event: Option<Reason>,
+}
+
+/// Why a claim is released or deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// The pod it was bound to is gone.
+    PodGone(PodKey),
+    /// Reserved for longer than the grace period, and no pod took it.
+    NeverAppeared,
+    /// The workload that retained it is gone.
+    WorkloadGone(String),
+    /// `--release-on-scale-down`: its StatefulSet ordinal is beyond the replicas.
+    ScaledDown { ordinal: i32, replicas: i32 },
+    /// A Released claim that is not retained.
+    NotRetained,
+}
+
+impl Why {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Why::PodGone(_) => "pod_gone",
+            Why::NeverAppeared => "never_appeared",
+            Why::WorkloadGone(_) => "workload_gone",
+            Why::ScaledDown { .. } => "scaled_down",
+            Why::NotRetained => "not_retained",
+        }
+    }
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::PodGone(p) => write!(f, "pod {p} (uid {}) is gone", p.uid),
+            Why::NeverAppeared => {
+                f.write_str("no pod took the reservation within the grace period")
+            }
+            Why::WorkloadGone(w) => write!(f, "{w} is gone"),
+            Why::ScaledDown { ordinal, replicas } => write!(
+                f,
+                "ordinal {ordinal} is beyond the StatefulSet's {replicas} replicas"
+            ),
+            Why::NotRetained => f.write_str("released and not retained"),
+        }
+    }
+}
+
+/// One write the binder makes to a claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Bind(Bind),
+    /// Clear `spec.pod` and `spec.node` (when set), then phase Released.
+    Release {
+        claim: String,
+        resource_version: String,
+        address: IpNet,
+        clear_spec: bool,
+        why: Why,
+    },
+    Delete {
+        claim: String,
+        uid: String,
+        resource_version: String,
+        address: IpNet,
+        why: Why,
+    },
+}
+
+impl Action {
+    pub fn claim(&self) -> &str {
+        match self {
+            Action::Bind(b) => &b.claim,
+            Action::Release { claim, .. } | Action::Delete { claim, .. } => claim,
+        }
+    }
+
+    pub fn why(&self) -> Option<&Why> {
+        match self {
+            Action::Bind(_) => None,
+            Action::Release { why, .. } | Action::Delete { why, .. } => Some(why),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ConflictReason {
+    /// No claim of that name exists.
+    MissingClaim,
+    /// The claim backs another address or pool.
+    Mismatch { address: String, pool: String },
+    /// The claim belongs to another owner.
+    OtherOwner { holder: String },
+    /// The claim is bound to another live pod.
+    HeldBy { pod: String },
+}
+
+impl ConflictReason {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ConflictReason::MissingClaim => "missing_claim",
+            ConflictReason::Mismatch { .. } => "mismatch",
+            ConflictReason::OtherOwner { .. } => "other_owner",
+            ConflictReason::HeldBy { .. } => "held_by_other_pod",
+        }
+    }
+}
+
+/// A live pod whose allocation names an address that its claim does not back.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Conflict {
+    pub pod: PodKey,
+    pub claim: String,
+    pub address: IpNet,
+    pub reason: ConflictReason,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (addr, claim) = (&self.address, &self.claim);
+        match &self.reason {
+            ConflictReason::MissingClaim => write!(
+                f,
+                "{ALLOCATION} names {addr}, but IPClaim {claim} does not exist: the address is not reserved for this pod"
+            ),
+            ConflictReason::Mismatch { address, pool } => write!(
+                f,
+                "{ALLOCATION} names {addr}, but IPClaim {claim} backs {address} in pool {pool}"
+            ),
+            ConflictReason::OtherOwner { holder } => write!(
+                f,
+                "{ALLOCATION} names {addr}, but IPClaim {claim} belongs to {holder}"
+            ),
+            ConflictReason::HeldBy { pod } => write!(
+                f,
+                "{ALLOCATION} names {addr}, but IPClaim {claim} is bound to live pod {pod}"
+            ),
+        }
+    }
+}
+
+/// Everything one reconcile decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub conflicts: Vec<Conflict>,
+    /// Workloads to look up before their claims can be decided.
+    pub lookups: Vec<WorkloadRef>,
+    /// When a decision falls due without any change (a grace period ending).
+    pub wake_in: Option<Duration>,
+}
+
+impl Plan {
+    fn wake(&mut self, at: Timestamp, now: Timestamp) {
+        let d = at
+            .duration_since(now)
+            .try_into()
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_millis(100));
+        self.wake_in = Some(self.wake_in.map_or(d, |w| w.min(d)));
+    }
+}
+
+/// The snapshot the decisions read.
+pub struct World<'a, W: Workloads> {
+    pub claims: &'a [ClaimInfo],
+    /// Names of claims that exist but could not be read (they are not "missing").
+    pub unreadable: &'a HashSet<String>,
+    pub pods: &'a [PodInfo],
+    pub workloads: &'a W,
+    /// Claims whose last write by this binder its watch has not shown yet: not decided again.
+    pub in_flight: &'a HashSet<String>,
+    pub now: Timestamp,
+}
+
+/// Decides every claim and pod of the snapshot.
+pub fn plan<W: Workloads>(world: &World<'_, W>, policy: &Policy) -> Plan {
+    let mut plan = Plan::default();
+    let live: Vec<&PodInfo> = world.pods.iter().filter(|p| !p.terminal).collect();
+    let mut naming: HashMap<&str, Vec<(&PodInfo, &NamedIp)>> = HashMap::new();
+    for p in &live {
+        for ip in &p.ips {
+            naming.entry(ip.claim.as_str()).or_default().push((p, ip));
+        }
+    }
+    let mut lookups: HashSet<WorkloadRef> = HashSet::new();
+    for c in world.claims {
+        if c.deleting {
+            continue;
+        }
+        let namers = naming
+            .get(c.name.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let holder = choose_holder(c, namers);
+        for (p, ip) in namers {
+            if holder.is_some_and(|h| h.key.uid == p.key.uid) {
+                continue;
+            }
+            let reason = if !backs(c, ip) {
+                ConflictReason::Mismatch {
+                    address: c.address.to_string(),
+                    pool: c.pool.clone(),
+                }
+            } else if !same_owner(&c.owner, &p.owner) {
+                ConflictReason::OtherOwner {
+                    holder: owner::holder(&c.owner),
+                }
+            } else {
+                ConflictReason::HeldBy {
+                    pod: holder.map(|h| h.key.to_string()).unwrap_or_default(),
+                }
+            };
+            plan.conflicts.push(Conflict {
+                pod: p.key.clone(),
+                claim: c.name.clone(),
+                address: ip.address,
+                reason,
+            });
+        }
+        if world.in_flight.contains(&c.name) {
+            continue;
+        }
+        let action = match holder {
+            Some(p) => bind(c, p),
+            None => unheld(c, world, policy, &mut plan, &mut lookups),
+        };
+        plan.actions.extend(action);
+    }
+    let known: HashSet<&str> = world
+        .claims
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(world.unreadable.iter().map(String::as_str))
+        .collect();
+    for p in &live {
+        for ip in &p.ips {
+            if known.contains(ip.claim.as_str()) {
+                continue;
+            }
+            // The webhook may have created the claim moments ago: only a settled pod counts.
+            let settled = p.created.and_then(|t| after(t, policy.conflict_settle));
+            match settled {
+                Some(at) if at > world.now => plan.wake(at, world.now),
+                _ => plan.conflicts.push(Conflict {
+                    pod: p.key.clone(),
+                    claim: ip.claim.clone(),
+                    address: ip.address,
+                    reason: ConflictReason::MissingClaim,
+                }),
+            }
+        }
+    }
+    plan.lookups = lookups.into_iter().collect();
+    plan.lookups
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    plan
+}
+
+/// `t + d`; `None` past the end of time (a garbage timestamp), so nothing falls due.
+fn after(t: Timestamp, d: Duration) -> Option<Timestamp> {
+    t.checked_add(d).ok()
+}
+
+/// Whether the allocation entry names exactly what the claim backs.
+fn backs(c: &ClaimInfo, ip: &NamedIp) -> bool {
+    ip.address == c.address && ip.pool == c.pool
+}
+
+/// The live pod that holds the claim: the pod it is bound to while that pod still names it,
+/// else the pod a fresh binding goes to (same address, pool and owner; the pod the webhook
+/// reserved it for by name first, then the oldest).
+fn choose_holder<'a>(c: &ClaimInfo, namers: &[(&'a PodInfo, &NamedIp)]) -> Option<&'a PodInfo> {
+    if let Some(bound) = c.bound_pod()
+        && let Some((p, _)) = namers
+            .iter()
+            .find(|(p, ip)| p.key.uid == bound.uid && backs(c, ip))
+    {
+        return Some(p);
+    }
+    let wanted = c.pod.as_ref().map(|p| p.name.as_str());
+    namers
+        .iter()
+        .filter(|(p, ip)| backs(c, ip) && same_owner(&c.owner, &p.owner))
+        .map(|(p, _)| *p)
+        .min_by(|a, b| {
+            let key = |p: &PodInfo| {
+                (
+                    Some(p.key.name.as_str()) != wanted,
+                    p.created,
+                    p.key.name.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        })
+}
+
+fn bind(c: &ClaimInfo, p: &PodInfo) -> Option<Action> {
+    let pod = PodRef {
+        name: p.key.name.clone(),
+        uid: p.key.uid.clone(),
+    };
+    let same_pod = c.pod.as_ref() == Some(&pod);
+    let phase = if p.node.is_some() || (same_pod && c.phase == ClaimPhase::Bound) {
+        ClaimPhase::Bound
+    } else {
+        ClaimPhase::Reserved
+    };
+    let node = p.node.clone().or_else(|| {
+        // Never forget a node the pod was bound to.
+        same_pod.then(|| c.node.clone()).flatten()
+    });
+    let workload = match c.retain {
+        Retain::None => c.workload.clone(),
+        Retain::Ordinal | Retain::App => p.workload.clone().or_else(|| c.workload.clone()),
+    };
+    let write_spec = !same_pod || c.node != node || c.workload != workload;
+    let write_status = c.phase != phase;
+    if !write_spec && !write_status {
+        return None;
+    }
+    let event = if !same_pod || (c.node.is_none() && node.is_some()) {
+        Some(if node.is_some() {
+            Reason::IPBound
+        } else {
+            Reason::IPReserved
+        })
+    } else {
+        None
+    };
+    Some(Action::Bind(Bind {
+        claim: c.name.clone(),
+        resource_version: c.resource_version.clone(),
+        address: c.address,
+        pod: p.key.clone(),
+        node,
+        phase,
+        workload,
+        write_spec,
+        write_status,
+        event,
+    }))
+}
+
+/// A claim no live pod holds.
+fn unheld<W: Workloads>(
+    c: &ClaimInfo,
+    world: &World<'_, W>,
+    policy: &Policy,
+    plan: &mut Plan,
+    lookups: &mut HashSet<WorkloadRef>,
+) -> Option<Action> {
+    let delete = |why: Why| Action::Delete {
+        claim: c.name.clone(),
+        uid: c.uid.clone(),
+        resource_version: c.resource_version.clone(),
+        address: c.address,
+        why,
+    };
+    let release = |why: Why| Action::Release {
+        claim: c.name.clone(),
+        resource_version: c.resource_version.clone(),
+        address: c.address,
+        clear_spec: c.pod.is_some() || c.node.is_some(),
+        why,
+    };
+    let retained = c.retain != Retain::None;
+    if let Some(gone) = c.bound_pod() {
+        let why = Why::PodGone(gone);
+        if !retained {
+            return Some(delete(why));
+        }
+        return Some(match retained_end(c, world, policy, lookups) {
+            Some(end) => delete(end),
+            None => release(why),
+        });
+    }
+    match c.phase {
+        ClaimPhase::Released => {
+            if !retained {
+                return Some(delete(Why::NotRetained));
+            }
+            if c.pod.is_some() || c.node.is_some() {
+                // Released with a stale pod name: finish the release.
+                return Some(release(Why::NeverAppeared));
+            }
+            retained_end(c, world, policy, lookups).map(delete)
+        }
+        ClaimPhase::Bound => {
+            // Bound without a pod: a release whose status write did not happen.
+            Some(if retained {
+                release(Why::NeverAppeared)
+            } else {
+                delete(Why::NeverAppeared)
+            })
+        }
+        ClaimPhase::Reserved => {
+            let due = after(c.since?, policy.reclaim_grace)?;
+            if due > world.now {
+                plan.wake(due, world.now);
+                return None;
+            }
+            Some(if retained {
+                release(Why::NeverAppeared)
+            } else {
+                delete(Why::NeverAppeared)
+            })
+        }
+    }
+}
+
+/// Whether a retained claim without a pod has reached its end: its workload is gone, or it
+/// was scaled away under `--release-on-scale-down`.
+fn retained_end<W: Workloads>(
+    c: &ClaimInfo,
+    world: &World<'_, W>,
+    policy: &Policy,
+    lookups: &mut HashSet<WorkloadRef>,
+) -> Option<Why> {
+    let presence = match &c.workload {
+        Some(r) => {
+            let p = world.workloads.presence(r);
+            if p == Presence::Unknown {
+                lookups.insert(r.clone());
+            }
+            p
+        }
+        None => world.workloads.presence_by_owner(&c.owner),
+    };
+    match presence {
+        Presence::Gone => Some(Why::WorkloadGone(match &c.workload {
+            Some(r) => r.to_string(),
+            None => owner::holder(&c.owner),
+        })),
+        Presence::Exists {
+            replicas: Some(replicas),
+        } if policy.release_on_scale_down => match c.owner.ordinal {
+            Some(ordinal) if c.retain == Retain::Ordinal && ordinal >= replicas => {
+                Some(Why::ScaledDown { ordinal, replicas })
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use std::collections::BTreeMap;
+
+    const GRACE: Duration = Duration::from_secs(120);
+
+    fn policy() -> Policy {
+        Policy {
+            reclaim_grace: GRACE,
+            release_on_scale_down: false,
+            conflict_settle: Duration::from_secs(10),
+        }
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    const T0: &str = "2030-01-01T00:00:00Z";
+    const T1: &str = "2030-01-01T00:01:00Z"; // within grace of T0
+    const T3: &str = "2030-01-01T00:03:00Z"; // past grace of T0
+
+    /// A claim as the webhook creates it, plus `extra` merged into the object.
+    fn claim(name: &str, address: &str, owner: Value, retain: &str, extra: Value) -> ClaimInfo {
+        let mut v = json!({
+            "apiVersion": "pinip.io/v1alpha1", "kind": "IPClaim",
+            "metadata": {"name": name, "uid": format!("cu-{name}"), "resourceVersion": "7",
+                "creationTimestamp": T0, "labels": {RETAIN_LABEL: retain}},
+            "spec": {"pool": "blue", "address": address, "owner": owner, "interface": "eth0"},
+        });
+        merge(&mut v, extra);
+        ClaimInfo::read(&serde_json::from_value::<IPClaim>(v).unwrap()).unwrap()
+    }
+
+    fn merge(a: &mut Value, b: Value) {
+        match (a, b) {
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    fn alloc(ips: &[(&str, &str)]) -> String {
+        let ips: Vec<Value> = ips
+            .iter()
+            .map(|(claim, addr)| json!({"address": addr, "pool": "blue", "claim": claim}))
+            .collect();
+        json!({"version": 1, "interfaces": [{"name": "eth0", "ips": ips}]}).to_string()
+    }
+
+    /// A pod of StatefulSet `db` (ordinal from the name), Deployment `web` (via ReplicaSet
+    /// `web-abc`), or a bare pod (`owner` = "").
+    fn pod(
+        name: &str,
+        uid: &str,
+        owner: &str,
+        node: Option<&str>,
+        ips: &[(&str, &str)],
+    ) -> PodInfo {
+        let refs = match owner {
+            "db" => {
+                json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "sts-uid", "controller": true}])
+            }
+            "web" => {
+                json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-abc", "uid": "rs-uid", "controller": true}])
+            }
+            _ => json!([]),
+        };
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": uid, "creationTimestamp": T0,
+                "ownerReferences": refs, "annotations": {ALLOCATION: alloc(ips)}},
+            "spec": {"containers": [], "nodeName": node},
+        }))
+        .unwrap();
+        PodInfo::read(&p, |_, rs| {
+            (rs == "web-abc").then(|| {
+                Some(OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    name: "web".into(),
+                    uid: "deploy-uid".into(),
+                    controller: Some(true),
+                    ..Default::default()
+                })
+            })
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    fn sts_owner(ordinal: i32) -> Value {
+        json!({"kind": "StatefulSet", "namespace": "ns", "name": "db", "ordinal": ordinal})
+    }
+
+    fn pod_owner(name: &str) -> Value {
+        json!({"kind": "Pod", "namespace": "ns", "name": name})
+    }
+
+    #[derive(Default)]
+    struct Known(BTreeMap<String, Presence>);
+
+    impl Workloads for Known {
+        fn presence(&self, r: &WorkloadRef) -> Presence {
+            self.0
+                .get(&format!("{}/{}", r.kind, r.uid))
+                .copied()
+                .unwrap_or(Presence::Unknown)
+        }
+        fn presence_by_owner(&self, o: &Owner) -> Presence {
+            self.0
+                .get(&format!("{}/{}", o.kind, o.name))
+                .copied()
+                .unwrap_or(Presence::Exists { replicas: None })
+        }
+    }
+
+    fn run(claims: &[ClaimInfo], pods: &[PodInfo], known: &Known, now: &str, p: &Policy) -> Plan {
+        plan(
+            &World {
+                claims,
+                unreadable: &HashSet::new(),
+                pods,
+                workloads: known,
+                in_flight: &HashSet::new(),
+                now: ts(now),
+            },
+            p,
+        )
+    }
+
+    fn only_bind(plan: &Plan) -> &Bind {
+        assert_eq!(plan.actions.len(), 1, "{plan:?}");
+        match &plan.actions[0] {
+            Action::Bind(b) => b,
+            a => panic!("expected a bind, got {a:?}"),
+        }
+    }
+
+    #[test]
+    fn binds_reserved_claim_then_records_node() {
+        let c = claim(
+            "10-0-0-5",
+            "10.0.0.5/24",
+            pod_owner("a"),
+            "none",
+            json!({"spec": {"pod": {"name": "a"}}}),
+        );
+        let unscheduled = pod("a", "u1", "", None, &[("10-0-0-5", "10.0.0.5/24")]);
+        let plan = run(
+            std::slice::from_ref(&c),
+            &[unscheduled],
+            &Known::default(),
+            T1,
+            &policy(),
+        );
+        let b = only_bind(&plan);
+        assert_eq!(
+            (b.pod.uid.as_str(), b.node.as_deref(), b.phase, b.event),
+            ("u1", None, ClaimPhase::Reserved, Some(Reason::IPReserved))
+        );
+        assert!(b.write_spec && !b.write_status);
+        assert!(plan.conflicts.is_empty());
+
+        // The scheduler placed it: the node is recorded and the claim is Bound.
+        let scheduled = pod(
+            "a",
+            "u1",
+            "",
+            Some("node-1"),
+            &[("10-0-0-5", "10.0.0.5/24")],
+        );
+        let bound_spec = claim(
+            "10-0-0-5",
+            "10.0.0.5/24",
+            pod_owner("a"),
+            "none",
+            json!({"spec": {"pod": {"name": "a", "uid": "u1"}}}),
+        );
+        let plan = run(
+            &[bound_spec],
+            std::slice::from_ref(&scheduled),
+            &Known::default(),
+            T1,
+            &policy(),
+        );
+        let b = only_bind(&plan);
+        assert_eq!(
+            (b.node.as_deref(), b.phase, b.event),
+            (Some("node-1"), ClaimPhase::Bound, Some(Reason::IPBound))
+        );
+        assert!(b.write_spec && b.write_status);
+
+        // Nothing to do once it is recorded.
+        let done = claim(
+            "10-0-0-5",
+            "10.0.0.5/24",
+            pod_owner("a"),
+            "none",
+            json!({"spec": {"pod": {"name": "a", "uid": "u1"}, "node": "node-1"}, "status": {"phase": "Bound"}}),
+        );
+        assert_eq!(
+            run(&[done], &[scheduled], &Known::default(), T3, &policy()),
+            Plan::default()
+        );
+    }
+
+    #[test]
+    fn generate_name_pod_binds_by_allocation() {
+        // The webhook knew no pod name; the pod that names the claim takes it.
+        let owner = json!({"kind": "Deployment", "namespace": "ns", "name": "web"});
+        let c = claim("10-0-0-6", "10.0.0.6/24", owner, "none", json!({}));
+        let p = pod(
+            "web-abc-x1",
+            "u9",
+            "web",
+            Some("node-2"),
+            &[("10-0-0-6", "10.0.0.6/24")],
+        );
+        let plan = run(&[c], &[p], &Known::default(), T1, &policy());
+        let b = only_bind(&plan);
+        assert_eq!(
+            (b.pod.name.as_str(), b.phase),
+            ("web-abc-x1", ClaimPhase::Bound)
+        );
+        // retain none: no workload annotation needed.
+        assert_eq!(b.workload, None);
+    }
+
+    #[test]
+    fn retained_claim_records_workload_behind_replicaset() {
+        let owner = json!({"kind": "Deployment", "namespace": "ns", "name": "web"});
+        let c = claim("10-0-0-6", "10.0.0.6/24", owner, "app", json!({}));
+        let p = pod(
+            "web-abc-x1",
+            "u9",
+            "web",
+            Some("node-2"),
+            &[("10-0-0-6", "10.0.0.6/24")],
+        );
+        let plan = run(&[c], &[p], &Known::default(), T1, &policy());
+        let w = only_bind(&plan).workload.clone().unwrap();
+        assert_eq!(
+            (w.kind.as_str(), w.name.as_str(), w.uid.as_str()),
+            ("Deployment", "web", "deploy-uid")
+        );
+    }
+
+    #[test]
+    fn statefulset_pod_recreated_elsewhere_is_followed() {
+        let c = claim(
+            "10-0-0-7",
+            "10.0.0.7/24",
+            sts_owner(1),
+            "ordinal",
+            json!({
+            "spec": {"pod": {"name": "db-1", "uid": "old"}, "node": "node-1"}, "status": {"phase": "Bound"}}),
+        );
+        let new = pod(
+            "db-1",
+            "new",
+            "db",
+            Some("node-3"),
+            &[("10-0-0-7", "10.0.0.7/24")],
+        );
+        let plan = run(&[c], &[new], &Known::default(), T3, &policy());
+        let b = only_bind(&plan);
+        assert_eq!(
+            (b.pod.uid.as_str(), b.node.as_deref(), b.event),
+            ("new", Some("node-3"), Some(Reason::IPBound))
+        );
+        assert!(b.write_spec && !b.write_status);
+        let w = b.workload.clone().unwrap();
+        assert_eq!(
+            (w.kind.as_str(), w.uid.as_str()),
+            ("StatefulSet", "sts-uid")
+        );
+    }
+
+    #[test]
+    fn pod_gone_releases_by_policy() {
+        let bound = |retain: &str, owner: Value| {
+            claim(
+                "10-0-0-8",
+                "10.0.0.8/24",
+                owner,
+                retain,
+                json!({
+                "spec": {"pod": {"name": "db-2", "uid": "u2"}, "node": "node-1"}, "status": {"phase": "Bound"}}),
+            )
+        };
+        // none: deleted, and the pod that is gone is named for the event.
+        let plan = run(
+            &[bound("none", pod_owner("db-2"))],
+            &[],
+            &Known::default(),
+            T1,
+            &policy(),
+        );
+        match &plan.actions[..] {
+            [
+                Action::Delete {
+                    why: Why::PodGone(p),
+                    ..
+                },
+            ] => assert_eq!(p.uid, "u2"),
+            a => panic!("{a:?}"),
+        }
+        // retained: Released with pod and node cleared.
+        let plan = run(
+            &[bound("ordinal", sts_owner(2))],
+            &[],
+            &Known::default(),
+            T1,
+            &policy(),
+        );
+        assert!(
+            matches!(
+                &plan.actions[..],
+                [Action::Release {
+                    clear_spec: true,
+                    why: Why::PodGone(_),
+                    ..
+                }]
+            ),
+            "{plan:?}"
+        );
+        // A terminated pod (Succeeded/Failed) holds nothing either.
+        let mut done = pod(
+            "db-2",
+            "u2",
+            "db",
+            Some("node-1"),
+            &[("10-0-0-8", "10.0.0.8/24")],
+        );
+        done.terminal = true;
+        let plan = run(
+            &[bound("ordinal", sts_owner(2))],
+            &[done],
+            &Known::default(),
+            T1,
+            &policy(),
+        );
+        assert!(
+            matches!(&plan.actions[..], [Action::Release { .. }]),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn scale_down_keeps_by_default_and_deletes_on_request() {
+        let c = claim(
+            "10-0-0-9",
+            "10.0.0.9/24",
+            sts_owner(2),
+            "ordinal",
+            json!({
+            "metadata": {"annotations": {WORKLOAD_ANNOTATION: r#"{"apiVersion":"apps/v1","kind":"StatefulSet","name":"db","uid":"sts-uid"}"#}},
+            "spec": {"pod": {"name": "db-2", "uid": "u2"}}, "status": {"phase": "Bound"}}),
+        );
+        let mut known = Known::default();
+        known.0.insert(
+            "StatefulSet/sts-uid".into(),
+            Presence::Exists { replicas: Some(1) },
+        );
+        let plan = run(std::slice::from_ref(&c), &[], &known, T1, &policy());
+        assert!(
+            matches!(&plan.actions[..], [Action::Release { .. }]),
+            "{plan:?}"
+        );
+        let p = Policy {
+            release_on_scale_down: true,
+            ..policy()
+        };
+        let plan = run(std::slice::from_ref(&c), &[], &known, T1, &p);
+        assert!(
+            matches!(
+                &plan.actions[..],
+                [Action::Delete {
+                    why: Why::ScaledDown {
+                        ordinal: 2,
+                        replicas: 1
+                    },
+                    ..
+                }]
+            ),
+            "{plan:?}"
+        );
+        // Ordinal 0 stays.
+        let mut c0 = c;
+        c0.owner.ordinal = Some(0);
+        let plan = run(&[c0], &[], &known, T1, &p);
+        assert!(
+            matches!(&plan.actions[..], [Action::Release { .. }]),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn workload_gone_deletes_retained_claims() {
+        let released = claim(
+            "10-0-0-10",
+            "10.0.0.10/24",
+            sts_owner(0),
+            "ordinal",
+            json!({
+            "metadata": {"annotations": {WORKLOAD_ANNOTATION: r#"{"apiVersion":"apps/v1","kind":"StatefulSet","name":"db","uid":"sts-uid"}"#}},
+            "status": {"phase": "Released"}}),
+        );
+        let mut known = Known::default();
+        assert_eq!(
+            run(std::slice::from_ref(&released), &[], &known, T1, &policy())
+                .lookups
+                .len(),
+            1,
+            "unknown workloads are looked up"
+        );
+        assert!(
+            run(std::slice::from_ref(&released), &[], &known, T1, &policy())
+                .actions
+                .is_empty(),
+            "never deleted on an unknown"
+        );
+        known.0.insert(
+            "StatefulSet/sts-uid".into(),
+            Presence::Exists { replicas: Some(3) },
+        );
+        assert!(
+            run(std::slice::from_ref(&released), &[], &known, T1, &policy())
+                .actions
+                .is_empty()
+        );
+        known.0.insert("StatefulSet/sts-uid".into(), Presence::Gone);
+        let plan = run(&[released], &[], &known, T1, &policy());
+        assert!(
+            matches!(
+                &plan.actions[..],
+                [Action::Delete {
+                    why: Why::WorkloadGone(_),
+                    ..
+                }]
+            ),
+            "{plan:?}"
+        );
+        // A claim that never recorded its workload is judged by the owner's kind and name.
+        let bare = claim(
+            "10-0-0-11",
+            "10.0.0.11/24",
+            sts_owner(1),
+            "ordinal",
+            json!({"status": {"phase": "Released"}}),
+        );
+        known.0.insert("StatefulSet/db".into(), Presence::Gone);
+        let plan = run(&[bare], &[], &known, T1, &policy());
+        assert!(
+            matches!(
+                &plan.actions[..],
+                [Action::Delete {
+                    why: Why::WorkloadGone(_),
+                    ..
+                }]
+            ),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn reserved_claim_without_pod_waits_for_grace() {
+        let none = claim(
+            "10-0-0-12",
+            "10.0.0.12/24",
+            pod_owner("q"),
+            "none",
+            json!({"spec": {"pod": {"name": "q"}}}),
+        );
+        let plan = run(
+            std::slice::from_ref(&none),
+            &[],
+            &Known::default(),
+            T1,
+            &policy(),
+        );
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.wake_in, Some(Duration::from_secs(60)));
+        let plan = run(&[none], &[], &Known::default(), T3, &policy());
+        assert!(
+            matches!(
+                &plan.actions[..],
+                [Action::Delete {
+                    why: Why::NeverAppeared,
+                    ..
+                }]
+            ),
+            "{plan:?}"
+        );
+        // Retained: Released, its pod name cleared.
+        let kept = claim(
+            "10-0-0-13",
+            "10.0.0.13/24",
+            sts_owner(4),
+            "ordinal",
+            json!({"spec": {"pod": {"name": "db-4"}}}),
+        );
+        let plan = run(&[kept], &[], &Known::default(), T3, &policy());
+        assert!(
+            matches!(
+                &plan.actions[..],
+                [Action::Release {
+                    clear_spec: true,
+                    why: Why::NeverAppeared,
+                    ..
+                }]
+            ),
+            "{plan:?}"
+        );
+        // Grace counts from reservedAt when a retained claim was taken again.
+        let taken = claim(
+            "10-0-0-14",
+            "10.0.0.14/24",
+            sts_owner(5),
+            "app",
+            json!({"status": {"phase": "Reserved", "reservedAt": "2030-01-01T00:02:30Z"}}),
+        );
+        let plan = run(&[taken], &[], &Known::default(), T3, &policy());
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.wake_in, Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn conflicts_are_reported_never_reassigned() {
+        let c = claim(
+            "10-0-0-15",
+            "10.0.0.15/24",
+            pod_owner("a"),
+            "none",
+            json!({
+            "spec": {"pod": {"name": "a", "uid": "ua"}, "node": "n"}, "status": {"phase": "Bound"}}),
+        );
+        let a = pod("a", "ua", "", Some("n"), &[("10-0-0-15", "10.0.0.15/24")]);
+        // Wrong address for the claim it names.
+        let b = pod("b", "ub", "", Some("n"), &[("10-0-0-15", "10.0.0.99/24")]);
+        // Right address, other owner.
+        let d = pod("d", "ud", "", Some("n"), &[("10-0-0-15", "10.0.0.15/24")]);
+        // A claim that does not exist (old enough to count).
+        let e = pod("e", "ue", "", Some("n"), &[("10-0-0-16", "10.0.0.16/24")]);
+        let plan = run(&[c], &[a, b, d, e], &Known::default(), T1, &policy());
+        assert!(plan.actions.is_empty(), "{plan:?}");
+        let got: Vec<(&str, &str)> = plan
+            .conflicts
+            .iter()
+            .map(|c| (c.pod.name.as_str(), c.reason.metric_label()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("b", "mismatch"),
+                ("d", "other_owner"),
+                ("e", "missing_claim")
+            ]
+        );
+        assert_eq!(
+            plan.conflicts[1].to_string(),
+            "pinip.io/allocation names 10.0.0.15/24, but IPClaim 10-0-0-15 belongs to Pod ns/a"
+        );
+    }
+
+    #[test]
+    fn two_live_pods_of_one_owner_one_claim() {
+        // The claim stays with the pod it is bound to; the other pod is a conflict.
+        let owner = json!({"kind": "Deployment", "namespace": "ns", "name": "web"});
+        let c = claim(
+            "10-0-0-17",
+            "10.0.0.17/24",
+            owner,
+            "none",
+            json!({
+            "spec": {"pod": {"name": "web-abc-2", "uid": "u2"}, "node": "n"}, "status": {"phase": "Bound"}}),
+        );
+        let older = pod(
+            "web-abc-1",
+            "u1",
+            "web",
+            Some("n"),
+            &[("10-0-0-17", "10.0.0.17/24")],
+        );
+        let holder = pod(
+            "web-abc-2",
+            "u2",
+            "web",
+            Some("n"),
+            &[("10-0-0-17", "10.0.0.17/24")],
+        );
+        let plan = run(&[c], &[older, holder], &Known::default(), T1, &policy());
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.conflicts.len(), 1);
+        assert_eq!(plan.conflicts[0].pod.name, "web-abc-1");
+        assert_eq!(
+            plan.conflicts[0].reason,
+            ConflictReason::HeldBy {
+                pod: "ns/web-abc-2".into()
+            }
+        );
+    }
+
+    #[test]
+    fn fresh_pod_naming_missing_claim_is_not_yet_a_conflict() {
+        let mut p = pod("young", "uy", "", None, &[("10-0-0-18", "10.0.0.18/24")]);
+        p.created = Some(ts("2030-01-01T00:00:55Z"));
+        let plan = run(&[], &[p], &Known::default(), T1, &policy());
+        assert!(plan.conflicts.is_empty());
+        assert_eq!(plan.wake_in, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn in_flight_claims_wait_for_the_watch() {
+        let c = claim(
+            "10-0-0-19",
+            "10.0.0.19/24",
+            pod_owner("a"),
+            "none",
+            json!({}),
+        );
+        let p = pod("a", "u1", "", None, &[("10-0-0-19", "10.0.0.19/24")]);
+        let in_flight: HashSet<String> = ["10-0-0-19".to_string()].into();
+        let plan = plan(
+            &World {
+                claims: &[c],
+                unreadable: &HashSet::new(),
+                pods: &[p],
+                workloads: &Known::default(),
+                in_flight: &in_flight,
+                now: ts(T1),
+            },
+            &policy(),
+        );
+        assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let bad: IPClaim = serde_json::from_value(json!({
+            "apiVersion": "pinip.io/v1alpha1", "kind": "IPClaim", "metadata": {"name": "x"},
+            "spec": {"pool": "p", "address": "not-an-ip", "owner": {"kind": "Pod", "namespace": "n", "name": "a"}}}))
+        .unwrap();
+        assert!(ClaimInfo::read(&bad).unwrap_err().contains("not-an-ip"));
+        let bad_label: IPClaim = serde_json::from_value(json!({
+            "apiVersion": "pinip.io/v1alpha1", "kind": "IPClaim",
+            "metadata": {"name": "x", "labels": {RETAIN_LABEL: "forever"}},
+            "spec": {"pool": "p", "address": "10.0.0.1/24", "owner": {"kind": "Pod", "namespace": "n", "name": "a"}}}))
+        .unwrap();
+        assert!(ClaimInfo::read(&bad_label).is_err());
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "n", "uid": "u", "annotations": {ALLOCATION: "{garbage"}}}))
+        .unwrap();
+        assert!(PodInfo::read(&p, |_, _| None).is_err());
+        let plain: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap();
+        assert_eq!(PodInfo::read(&plain, |_, _| None), Ok(None));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Random claims (bound or not, to live or gone pods) and pods naming them.
+        fn world() -> impl Strategy<Value = (Vec<ClaimInfo>, Vec<PodInfo>, u64)> {
+            let claim_s = (0u8..8, prop::option::of(0u8..6), prop::bool::ANY, 0u8..3);
+            let pod_s = (
+                0u8..6,
+                prop::collection::vec(0u8..8, 0..3),
+                prop::bool::ANY,
+                0u8..3,
+            );
+            (
+                prop::collection::vec(claim_s, 0..8),
+                prop::collection::vec(pod_s, 0..6),
+                0u64..400,
+            )
+                .prop_map(|(cs, ps, secs)| {
+                    let mut seen = HashSet::new();
+                    let claims = cs
+                        .into_iter()
+                        .filter(|(n, ..)| seen.insert(*n))
+                        .map(|(n, bound, scheduled, retain)| {
+                            let retain = ["none", "ordinal", "app"][retain as usize];
+                            let extra = match bound {
+                                Some(p) => json!({"spec": {"pod": {"name": format!("p{p}"), "uid": format!("u{p}")},
+                                    "node": if scheduled { Some("n") } else { None }}}),
+                                None => json!({}),
+                            };
+                            claim(&format!("10-0-0-{n}"), &format!("10.0.0.{n}/24"), pod_owner("p0"), retain, extra)
+                        })
+                        .collect();
+                    let mut seen = HashSet::new();
+                    let pods = ps
+                        .into_iter()
+                        .filter(|(n, ..)| seen.insert(*n))
+                        .map(|(n, names, scheduled, addr_skew)| {
+                            let ips: Vec<(String, String)> = names
+                                .iter()
+                                .map(|c| (format!("10-0-0-{c}"), format!("10.0.0.{}/24", c + addr_skew / 2)))
+                                .collect();
+                            let ips: Vec<(&str, &str)> = ips.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                            let mut p = pod(&format!("p{n}"), &format!("u{n}"), "", scheduled.then_some("n"), &ips);
+                            // Every pod has owner Pod/p0 so that owners match often.
+                            p.owner.name = "p0".into();
+                            p
+                        })
+                        .collect();
+                    (claims, pods, secs)
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn invariants((claims, pods, secs) in world()) {
+                let now = after(ts(T0), Duration::from_secs(secs)).unwrap();
+                let plan = plan(
+                    &World {
+                        claims: &claims,
+                        unreadable: &HashSet::new(),
+                        pods: &pods,
+                        workloads: &Known::default(),
+                        in_flight: &HashSet::new(),
+                        now,
+                    },
+                    &policy(),
+                );
+                for a in &plan.actions {
+                    let c = claims.iter().find(|c| c.name == a.claim()).unwrap();
+                    match a {
+                        Action::Bind(b) => {
+                            // Binds only to a live pod that names exactly this claim's address.
+                            let p = pods.iter().find(|p| p.key == b.pod).unwrap();
+                            prop_assert!(!p.terminal);
+                            prop_assert!(p.ips.iter().any(|ip| ip.claim == c.name && ip.address == c.address));
+                        }
+                        Action::Release { .. } | Action::Delete { .. } => {
+                            // Never takes an address from a live pod it is bound to and that names it.
+                            if let Some(b) = &c.pod {
+                                let live = pods.iter().any(|p| p.key.uid == b.uid && !p.terminal
+                                    && p.ips.iter().any(|ip| ip.claim == c.name && ip.address == c.address));
+                                prop_assert!(!live, "{a:?}");
+                            }
+                            // A reservation no pod took is reclaimed only after the grace period.
+                            if a.why() == Some(&Why::NeverAppeared) && c.phase == ClaimPhase::Reserved {
+                                prop_assert!(now >= after(c.since.unwrap(), GRACE).unwrap());
+                            }
+                        }
+                    }
+                    // Deletes never hit retained claims unless their workload is gone.
+                    if let Action::Delete { why, .. } = a {
+                        prop_assert!(c.retain == Retain::None || matches!(why, Why::WorkloadGone(_)));
+                    }
+                }
+                // At most one action per claim.
+                let names: HashSet<&str> = plan.actions.iter().map(Action::claim).collect();
+                prop_assert_eq!(names.len(), plan.actions.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Prometheus metrics: reconciles, errors, claim writes, reclaims, conflicts and leadership,
+//! plus claims by phase, computed from the watch index at scrape (so they never drift).
+
+use std::collections::BTreeMap;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::index::Index;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub action: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Reconcile passes, by result (`ok`, `error`: some write failed and is retried).
+    pub reconciles: Family<ResultLabels, Counter>,
+    /// Failed API calls, by kind of error.
+    pub errors: Family<ErrorLabels, Counter>,
+    pub reconcile_seconds: Histogram,
+    /// Claim writes that succeeded, by action and reason.
+    pub writes: Family<WriteLabels, Counter>,
+    /// Reservations no pod took within the grace period, reclaimed.
+    pub reclaimed: Counter,
+    /// Pods whose allocation names an address their claim does not back, by reason.
+    pub conflicts: Family<ReasonLabels, Counter>,
+    pub pool_status_writes: Counter,
+    pub leader: Gauge,
+    claims: Family<PhaseLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("pinip_binder");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconcile passes over all claims, pods and pools, by result",
+            reconciles.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "errors",
+            "Failed API calls during reconciles, by error",
+            errors.clone(),
+        );
+        let reconcile_seconds = Histogram::new([
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        registry.register(
+            "reconcile_seconds",
+            "Time of one reconcile pass, API writes included",
+            reconcile_seconds.clone(),
+        );
+        let writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "claim_writes",
+            "IPClaim writes (bind, release, delete), by action and reason",
+            writes.clone(),
+        );
+        let reclaimed = Counter::default();
+        registry.register(
+            "reclaimed",
+            "Reservations whose pod never appeared, reclaimed after the grace period",
+            reclaimed.clone(),
+        );
+        let conflicts = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "conflicts",
+            "Pods whose allocation names an address that its claim does not back, by reason",
+            conflicts.clone(),
+        );
+        let pool_status_writes = Counter::default();
+        registry.register(
+            "pool_status_writes",
+            "IPPool status updates",
+            pool_status_writes.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the lease and reconciles",
+            leader.clone(),
+        );
+        let claims = Family::<PhaseLabels, Gauge>::default();
+        registry.register("claims", "IPClaims by phase", claims.clone());
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            reconcile_seconds,
+            writes,
+            reclaimed,
+            conflicts,
+            pool_status_writes,
+            leader,
+            claims,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn error(&self, error: &'static str) {
+        self.errors.get_or_create(&ErrorLabels { error }).inc();
+    }
+
+    /// The text exposition, with claims by phase recomputed from `index`.
+    pub fn render(&self, index: &Index) -> String {
+        let mut by_phase: BTreeMap<&'static str, i64> =
+            [("Reserved", 0), ("Bound", 0), ("Released", 0)].into();
+        for c in index.claims.state() {
+            let phase = match c.phase() {
+                pinip_api::ClaimPhase::Reserved => "Reserved",
+                pinip_api::ClaimPhase::Bound => "Bound",
+                pinip_api::ClaimPhase::Released => "Released",
+            };
+            *by_phase.entry(phase).or_default() += 1;
+        }
+        for (phase, n) in by_phase {
+            self.claims.get_or_create(&PhaseLabels { phase }).set(n);
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}

@@ -1,0 +1,576 @@
+//! The reconcile loop: while this replica leads, take a snapshot of the watch index, let
+//! `bind::plan` decide, carry the decisions out (bounded parallel writes, each guarded by the
+//! claim's resourceVersion so a stale view can never overwrite a newer decision), record
+//! events and metrics, and write pool status. Runs again on every watch event (debounced),
+//! when a grace period ends, and at least every resync interval.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::{Client, ResourceExt};
+use pinip_api::{ClaimPhase, IPClaim, IPPool, IPPoolStatus};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::bind::{
+    self, Action, Bind, ClaimInfo, Conflict, PodInfo, PodKey, Policy, Reason, Why, World,
+};
+use crate::error::Error;
+use crate::events::Events;
+use crate::index::Index;
+use crate::metrics::{Metrics, ReasonLabels, ResultLabels, WriteLabels};
+use crate::pool_status;
+use crate::workload::{Lookups, WORKLOAD_ANNOTATION};
+
+/// How long a claim this binder wrote is left alone while the watch still shows the version
+/// the write was based on.
+const IN_FLIGHT_TTL: Duration = Duration::from_secs(10);
+
+/// What the reconcile loop shares.
+pub struct Context {
+    pub client: Client,
+    pub index: Index,
+    pub metrics: Arc<Metrics>,
+    pub events: Events,
+    pub lookups: Lookups,
+    pub policy: Policy,
+    pub concurrency: usize,
+    pub resync: Duration,
+    pub debounce: Duration,
+}
+
+/// Reconciles while `leading` is true, until `stop` changes.
+pub async fn run(
+    ctx: Arc<Context>,
+    mut leading: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = leading.wait_for(|l| *l) => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = ctx.index.wait_ready() => {}
+            _ = stop.changed() => return,
+        }
+        ctx.metrics.leader.set(1);
+        tracing::info!("leading: reconciling claims and pools");
+        let mut r = Reconciler::new(ctx.clone());
+        tokio::select! {
+            _ = r.lead() => {}
+            _ = leading.wait_for(|l| !*l) => {
+                tracing::info!("no longer leading: stopped reconciling");
+            }
+            _ = stop.changed() => {
+                ctx.metrics.leader.set(0);
+                return;
+            }
+        }
+        ctx.metrics.leader.set(0);
+    }
+}
+
+/// One leadership term's memory: writes not yet seen by the watch, conflicts already
+/// reported, unreadable objects already logged, pool statuses just written.
+pub struct Reconciler {
+    ctx: Arc<Context>,
+    in_flight: InFlight,
+    reported: HashSet<Conflict>,
+    logged: HashSet<(String, String)>,
+    pools_written: HashMap<String, (String, IPPoolStatus)>,
+    failures: u32,
+}
+
+/// Claims this binder wrote whose watch has not caught up yet. A claim stays here while the
+/// watch still shows one of its `stale` versions (the one the decision read, and any this
+/// binder wrote on the way to its last write), at most [`IN_FLIGHT_TTL`].
+#[derive(Default)]
+struct InFlight(HashMap<String, (Vec<String>, Instant)>);
+
+impl InFlight {
+    fn record(&mut self, claim: String, stale: Vec<String>, now: Instant) {
+        self.0.insert(claim, (stale, now));
+    }
+
+    /// Forgets claims the watch has caught up on (or that expired) and returns the rest.
+    /// `current`: each claim's resourceVersion in the watch cache.
+    fn still_pending(&mut self, current: &HashMap<&str, &str>, now: Instant) -> HashSet<String> {
+        self.0.retain(|name, (stale, at)| {
+            now.duration_since(*at) < IN_FLIGHT_TTL
+                && current
+                    .get(name.as_str())
+                    .is_some_and(|rv| stale.iter().any(|s| s == rv))
+        });
+        self.0.keys().cloned().collect()
+    }
+
+    /// When the oldest entry expires.
+    fn next_expiry(&self, now: Instant) -> Option<Duration> {
+        self.0
+            .values()
+            .map(|(_, at)| IN_FLIGHT_TTL.saturating_sub(now.duration_since(*at)))
+            .min()
+    }
+}
+
+/// What happened to one action.
+enum Done {
+    /// Written; until the claim's watch shows a version other than `stale` (the one the
+    /// decision read and any this binder wrote on the way), the claim is not decided again.
+    Written { claim: String, stale: Vec<String> },
+    /// Nothing written (e.g. the pod turned out to be alive).
+    Skipped,
+}
+
+impl Reconciler {
+    pub fn new(ctx: Arc<Context>) -> Reconciler {
+        Reconciler {
+            ctx,
+            in_flight: InFlight::default(),
+            reported: HashSet::new(),
+            logged: HashSet::new(),
+            pools_written: HashMap::new(),
+            failures: 0,
+        }
+    }
+
+    async fn lead(&mut self) {
+        loop {
+            let wake = self.pass().await.min(self.ctx.resync);
+            tokio::select! {
+                _ = self.ctx.index.changed.notified() => {
+                    tokio::time::sleep(self.ctx.debounce).await;
+                }
+                _ = tokio::time::sleep(wake) => {}
+            }
+        }
+    }
+
+    /// One pass over everything; returns when the next one is due without any change.
+    pub async fn pass(&mut self) -> Duration {
+        let started = Instant::now();
+        let now =
+            Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+        let ctx = self.ctx.clone();
+        let raw_claims = ctx.index.claims.state();
+        let raw_pods = ctx.index.pods.state();
+
+        let mut claims = Vec::with_capacity(raw_claims.len());
+        let mut unreadable = HashSet::new();
+        let mut seen = HashSet::new();
+        for c in &raw_claims {
+            let key = (c.name_any(), c.resource_version().unwrap_or_default());
+            match ClaimInfo::read(c) {
+                Ok(ci) => claims.push(ci),
+                Err(why) => {
+                    if !self.logged.contains(&key) {
+                        tracing::warn!(claim = %key.0, reason = %why, "skipping unreadable IPClaim");
+                    }
+                    unreadable.insert(key.0.clone());
+                    seen.insert(key);
+                }
+            }
+        }
+        let mut pods = Vec::new();
+        for p in &raw_pods {
+            match PodInfo::read(p, |ns, rs| ctx.index.replicaset_controller(ns, rs)) {
+                Ok(Some(info)) => pods.push(info),
+                Ok(None) => {}
+                Err(why) => {
+                    let key = (
+                        format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
+                        p.resource_version().unwrap_or_default(),
+                    );
+                    if !self.logged.contains(&key) {
+                        tracing::warn!(pod = %key.0, reason = %why, "skipping pod with unreadable allocation");
+                    }
+                    seen.insert(key);
+                }
+            }
+        }
+        self.logged = seen;
+
+        let current: HashMap<&str, &str> = claims
+            .iter()
+            .map(|c| (c.name.as_str(), c.resource_version.as_str()))
+            .collect();
+        let in_flight = self.in_flight.still_pending(&current, Instant::now());
+        let workloads = ctx.index.workloads(&ctx.lookups);
+        let plan = bind::plan(
+            &World {
+                claims: &claims,
+                unreadable: &unreadable,
+                pods: &pods,
+                workloads: &workloads,
+                in_flight: &in_flight,
+                now,
+            },
+            &ctx.policy,
+        );
+
+        let mut errors = 0u32;
+        self.report_conflicts(&plan.conflicts).await;
+
+        let looked_up = futures::stream::iter(plan.lookups.clone())
+            .map(|r| look_up(ctx.clone(), r))
+            .buffer_unordered(ctx.concurrency.max(1))
+            .collect::<Vec<bool>>()
+            .await;
+        ctx.lookups.prune();
+
+        let results: Vec<Result<Done, Error>> = futures::stream::iter(plan.actions)
+            .map(|a| execute(&ctx, a))
+            .buffer_unordered(ctx.concurrency.max(1))
+            .collect()
+            .await;
+        for r in results {
+            match r {
+                Ok(Done::Written { claim, stale }) => {
+                    self.in_flight.record(claim, stale, Instant::now());
+                }
+                Ok(Done::Skipped) => {}
+                Err(e) => {
+                    errors += 1;
+                    ctx.metrics.error(e.metric_label());
+                    if e.is_conflict() {
+                        tracing::debug!(error = %e, "write lost a race; deciding again");
+                    } else {
+                        tracing::warn!(error = %e, "claim write failed; retrying");
+                    }
+                }
+            }
+        }
+        errors += self.pool_status(now).await;
+
+        let result = if errors == 0 { "ok" } else { "error" };
+        ctx.metrics
+            .reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        ctx.metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let mut wake = plan.wake_in.unwrap_or(ctx.resync);
+        if let Some(expiry) = self.in_flight.next_expiry(Instant::now()) {
+            wake = wake.min(expiry.max(Duration::from_millis(100)));
+        }
+        if looked_up.iter().any(|ok| *ok) {
+            wake = wake.min(Duration::from_millis(100));
+        }
+        if errors > 0 {
+            self.failures = self.failures.saturating_add(1);
+            let backoff = Duration::from_millis(200) * 2u32.saturating_pow(self.failures.min(6));
+            wake = wake.min(backoff);
+        } else {
+            self.failures = 0;
+        }
+        wake
+    }
+
+    async fn report_conflicts(&mut self, conflicts: &[Conflict]) {
+        let current: HashSet<&Conflict> = conflicts.iter().collect();
+        self.reported.retain(|c| current.contains(c));
+        for c in conflicts {
+            if self.reported.contains(c) {
+                continue;
+            }
+            self.ctx
+                .metrics
+                .conflicts
+                .get_or_create(&ReasonLabels {
+                    reason: c.reason.metric_label(),
+                })
+                .inc();
+            tracing::warn!(pod = %c.pod, claim = %c.claim, address = %c.address, reason = c.reason.metric_label(), "address conflict: {c}");
+            if let Err(e) = self
+                .ctx
+                .events
+                .publish(&c.pod, Reason::IPConflict, c.to_string())
+                .await
+            {
+                self.ctx.metrics.error(e.metric_label());
+                tracing::warn!(error = %e, "recording conflict event failed");
+            }
+            self.reported.insert(c.clone());
+        }
+    }
+
+    /// Writes every pool's status that differs from what it should be; returns the failures.
+    async fn pool_status(&mut self, now: Timestamp) -> u32 {
+        let ctx = self.ctx.clone();
+        let pools = ctx.index.pools.state();
+        let claims = ctx.index.claims.state();
+        let api: Api<IPPool> = Api::all(ctx.client.clone());
+        let mut failures = 0;
+        let by_name: HashMap<String, &Arc<IPPool>> =
+            pools.iter().map(|p| (p.name_any(), p)).collect();
+        self.pools_written
+            .retain(|name, _| by_name.contains_key(name));
+        for (name, desired) in pool_status::desired(&pools, &claims, now) {
+            let Some(pool) = by_name.get(&name) else {
+                continue;
+            };
+            if pool_status::up_to_date(pool.status.as_ref(), &desired) {
+                continue;
+            }
+            let rv = pool.resource_version().unwrap_or_default();
+            if self
+                .pools_written
+                .get(&name)
+                .is_some_and(|(at, wrote)| *at == rv && *wrote == desired)
+            {
+                continue;
+            }
+            let patch = json!({"status": desired});
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    ctx.metrics.pool_status_writes.inc();
+                    tracing::debug!(pool = %name, allocated = desired.allocated, total = desired.total, "pool status written");
+                    self.pools_written.insert(name, (rv, desired));
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(source) => {
+                    failures += 1;
+                    let e = Error::PoolStatus { pool: name, source };
+                    ctx.metrics.error(e.metric_label());
+                    tracing::warn!(error = %e, "pool status write failed; retrying");
+                }
+            }
+        }
+        failures
+    }
+}
+
+/// Looks a workload up; `true` when the answer is now known.
+async fn look_up(ctx: Arc<Context>, r: crate::workload::WorkloadRef) -> bool {
+    match ctx.lookups.look_up(&r).await {
+        Ok(p) => {
+            tracing::debug!(workload = %r, presence = ?p, "looked up workload");
+            true
+        }
+        Err(source) => {
+            let e = Error::Lookup {
+                workload: r.to_string(),
+                source,
+            };
+            ctx.metrics.error(e.metric_label());
+            tracing::warn!(error = %e, "workload lookup failed; its claims are kept");
+            false
+        }
+    }
+}
+
+fn claim_err(claim: &str) -> impl Fn(kube::Error) -> Error + '_ {
+    move |source| Error::Claim {
+        claim: claim.to_string(),
+        source,
+    }
+}
+
+/// Carries out one decision.
+async fn execute(ctx: &Context, action: Action) -> Result<Done, Error> {
+    let api: Api<IPClaim> = Api::all(ctx.client.clone());
+    if let Some(Why::PodGone(pod)) = action.why()
+        && pod_alive(ctx, pod).await?
+    {
+        // Our pod watch lags behind the API server (e.g. a standby that just took over).
+        tracing::debug!(claim = %action.claim(), pod = %pod, "pod still alive; not releasing");
+        return Ok(Done::Skipped);
+    }
+    let label = |action: &'static str, reason: &'static str| WriteLabels { action, reason };
+    match &action {
+        Action::Bind(b) => {
+            let stale = bind_claim(&api, b).await?;
+            ctx.metrics
+                .writes
+                .get_or_create(&label("bind", "pod"))
+                .inc();
+            tracing::info!(claim = %b.claim, address = %b.address, pod = %b.pod, uid = %b.pod.uid, node = ?b.node, phase = ?b.phase, "bound");
+            if let Some(reason) = b.event {
+                let note = match &b.node {
+                    Some(node) => format!(
+                        "{} (IPClaim {}) bound to this pod on node {node}",
+                        b.address, b.claim
+                    ),
+                    None => format!(
+                        "{} (IPClaim {}) reserved for this pod; it is not scheduled yet",
+                        b.address, b.claim
+                    ),
+                };
+                event(ctx, &b.pod, reason, note).await;
+            }
+            Ok(Done::Written {
+                claim: b.claim.clone(),
+                stale,
+            })
+        }
+        Action::Release {
+            claim,
+            resource_version,
+            address,
+            clear_spec,
+            why,
+        } => {
+            let mut rv = resource_version.clone();
+            let mut stale = vec![rv.clone()];
+            if *clear_spec {
+                let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"pod": null, "node": null}});
+                let updated = api
+                    .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(claim_err(claim))?;
+                rv = updated.resource_version().unwrap_or_default();
+                stale.push(rv.clone());
+            }
+            let patch = json!({"metadata": {"resourceVersion": rv}, "status": {"phase": ClaimPhase::Released}});
+            api.patch_status(claim, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(claim_err(claim))?;
+            ctx.metrics
+                .writes
+                .get_or_create(&label("release", why.metric_label()))
+                .inc();
+            if *why == Why::NeverAppeared {
+                ctx.metrics.reclaimed.inc();
+            }
+            tracing::info!(claim = %claim, address = %address, reason = %why, "released; kept for its owner");
+            if let Why::PodGone(pod) = why {
+                let note = format!(
+                    "{address} (IPClaim {claim}) released: the pod is gone; the address stays reserved for its owner"
+                );
+                event(ctx, pod, Reason::IPReleased, note).await;
+            }
+            Ok(Done::Written {
+                claim: claim.clone(),
+                stale,
+            })
+        }
+        Action::Delete {
+            claim,
+            uid,
+            resource_version,
+            address,
+            why,
+        } => {
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()).filter(|u| !u.is_empty()),
+                    resource_version: Some(resource_version.clone()),
+                }),
+                ..Default::default()
+            };
+            match api.delete(claim, &dp).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Done::Skipped),
+                Err(e) => return Err(claim_err(claim)(e)),
+            }
+            ctx.metrics
+                .writes
+                .get_or_create(&label("delete", why.metric_label()))
+                .inc();
+            if *why == Why::NeverAppeared {
+                ctx.metrics.reclaimed.inc();
+            }
+            tracing::info!(claim = %claim, address = %address, reason = %why, "released; claim deleted");
+            if let Why::PodGone(pod) = why {
+                let note = format!("{address} (IPClaim {claim}) released: the pod is gone");
+                event(ctx, pod, Reason::IPReleased, note).await;
+            }
+            Ok(Done::Written {
+                claim: claim.clone(),
+                stale: vec![resource_version.clone()],
+            })
+        }
+    }
+}
+
+/// Spec first (pod, node, workload), then status: a claim is never Bound without its pod.
+/// Returns the versions of the claim that are now out of date.
+async fn bind_claim(api: &Api<IPClaim>, b: &Bind) -> Result<Vec<String>, Error> {
+    let mut rv = b.resource_version.clone();
+    let mut stale = vec![rv.clone()];
+    if b.write_spec {
+        let mut patch = json!({
+            "metadata": {"resourceVersion": rv},
+            "spec": {"pod": {"name": b.pod.name, "uid": b.pod.uid}, "node": b.node},
+        });
+        if let Some(w) = &b.workload {
+            patch["metadata"]["annotations"] = json!({WORKLOAD_ANNOTATION: w.render()});
+        }
+        let updated = api
+            .patch(&b.claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(claim_err(&b.claim))?;
+        rv = updated.resource_version().unwrap_or_default();
+        if b.write_status {
+            // Superseded by the status write below; the last write's version is current.
+            stale.push(rv.clone());
+        }
+    }
+    if b.write_status {
+        let patch = json!({"metadata": {"resourceVersion": rv}, "status": {"phase": b.phase}});
+        api.patch_status(&b.claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(claim_err(&b.claim))?;
+    }
+    Ok(stale)
+}
+
+/// Asks the API server (not the cache) whether the pod still exists and runs.
+async fn pod_alive(ctx: &Context, pod: &PodKey) -> Result<bool, Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace);
+    let found = api.get_opt(&pod.name).await.map_err(|source| Error::Pod {
+        pod: pod.to_string(),
+        source,
+    })?;
+    Ok(found.is_some_and(|p| {
+        p.metadata.uid.as_deref() == Some(pod.uid.as_str())
+            && !matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+    }))
+}
+
+async fn event(ctx: &Context, pod: &PodKey, reason: Reason, note: String) {
+    if let Err(e) = ctx.events.publish(pod, reason, note).await {
+        ctx.metrics.error(e.metric_label());
+        tracing::warn!(error = %e, "recording event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_until_the_watch_shows_a_newer_version() {
+        let t0 = Instant::now();
+        let mut f = InFlight::default();
+        // Spec written (rv 2), then status (rv 3): 1 and 2 are stale, 3 is current.
+        f.record("c".into(), vec!["1".into(), "2".into()], t0);
+        let seen = |rv: &'static str| HashMap::from([("c", rv)]);
+        assert!(f.still_pending(&seen("1"), t0).contains("c"));
+        assert!(f.still_pending(&seen("2"), t0).contains("c"));
+        assert_eq!(f.next_expiry(t0), Some(IN_FLIGHT_TTL));
+        assert!(
+            f.still_pending(&seen("3"), t0).is_empty(),
+            "our last write is current"
+        );
+        assert_eq!(f.next_expiry(t0), None);
+        // Expiry, and a claim that is gone from the watch.
+        f.record("c".into(), vec!["1".into()], t0);
+        assert!(f.still_pending(&seen("1"), t0 + IN_FLIGHT_TTL).is_empty());
+        f.record("c".into(), vec!["1".into()], t0);
+        assert!(f.still_pending(&HashMap::new(), t0).is_empty());
+    }
+}

@@ -1,7 +1,9 @@
-//! Admission benchmark on the real test bed (a benchmark, not a test):
-//!   1. creates N pods with no pinip webhook registered (baseline),
-//!   2. registers two webhook replicas and creates N pods in a pinip-enabled namespace,
-//! in the same run, and prints pod-creation throughput for both with their ratio, client-side
+//! Admission benchmark on the real test bed (a benchmark, not a test). In one run it
+//!
+//! 1. creates N pods with no pinip webhook registered (the baseline), then
+//! 2. registers two webhook replicas and creates N pods in a pinip-enabled namespace,
+//!
+//! and prints pod-creation throughput for both with their ratio, client-side
 //! create latency medians, and the webhooks' decision latency p50/p99 as kube-apiserver itself
 //! measures it (`apiserver_admission_webhook_admission_duration_seconds`).
 //!

@@ -3,6 +3,7 @@
 //!   - pinip, annotations from runtimeConfig (the pod-annotations capability: no API call),
 //!   - pinip, one GET of the pod from the test bed's real kube-apiserver,
 //!   - host-local, fresh dataDir, same range.
+//!
 //! Calls are interleaved so that machine load hits all three alike.
 //!
 //!   integration/bench.sh cni        # PINIP_BENCH_CALLS=N (default 300)

@@ -5,6 +5,16 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Label on every claim: the retain policy it was decided with (`none`, `ordinal`, `app`).
+/// Written by the webhook at creation, read by the binder.
+pub const RETAIN_LABEL: &str = "pinip.io/retain";
+
+/// Annotation on a retained claim: the workload that keeps it (`apiVersion`, `kind`, `name`,
+/// `uid` as JSON), written by the binder. IPClaims are cluster-scoped, and Kubernetes' garbage
+/// collector never deletes a cluster-scoped object for a namespaced owner, so claims carry no
+/// ownerReferences; the binder releases them when this workload is gone.
+pub const WORKLOAD_ANNOTATION: &str = "pinip.io/workload";
+
 /// An address held by an owner (a pod, or a workload that retains it).
 #[derive(
     CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,

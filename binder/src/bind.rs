@@ -28,8 +28,7 @@ use pinip_api::{ClaimPhase, IPClaim, Owner, PodRef};
 
 use crate::workload::{Presence, WORKLOAD_ANNOTATION, WorkloadRef};
 
-/// Label the webhook puts on each claim: its retain policy.
-pub const RETAIN_LABEL: &str = "pinip.io/retain";
+use pinip_api::claim::RETAIN_LABEL;
 
 /// The knobs of the decisions (from flags).
 #[derive(Clone, Debug)]

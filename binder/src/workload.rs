@@ -17,8 +17,7 @@ use kube::api::{Api, DynamicObject};
 use kube::core::GroupVersionKind;
 use serde::{Deserialize, Serialize};
 
-/// Claim annotation: the workload (`{"apiVersion","kind","name","uid"}`) that retains it.
-pub const WORKLOAD_ANNOTATION: &str = "pinip.io/workload";
+pub use pinip_api::claim::WORKLOAD_ANNOTATION;
 
 /// A namespaced object that controls pods: StatefulSet, Deployment, ReplicaSet, CloneSet…
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use pinip_api::annotations::Retain;
+use pinip_api::claim::RETAIN_LABEL;
 use pinip_api::owner::{holder, same_owner};
 use pinip_api::{ClaimPhase, IPClaim, Owner, claim_name};
 use serde_json::json;
@@ -20,8 +21,6 @@ use crate::metrics::Metrics;
 use crate::policy::Chosen;
 use crate::reason::Denial;
 
-/// Label on a claim recording its retain policy, for the binder.
-pub const RETAIN_LABEL: &str = "pinip.io/retain";
 /// After this many 409s in one decision, give up and let the API server retry the pod.
 const MAX_CONFLICTS: u32 = 64;
 

@@ -7,6 +7,7 @@ pub mod annotations;
 pub mod claim;
 pub mod claim_name;
 pub mod crd;
+pub mod duration;
 pub mod owner;
 pub mod pool;
 mod schema;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use kube::Client;
+use pinip_api::duration::parse_duration;
 use pinip_webhook::allocate::Allocator;
 use pinip_webhook::index::Index;
 use pinip_webhook::metrics::Metrics;
@@ -71,20 +72,6 @@ struct Args {
 enum LogFormat {
     Plain,
     Json,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
-    }
 }
 
 #[tokio::main]

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::addrset::Family;
+use crate::names::is_dns1123_subdomain;
 
 /// Label on a namespace that opts all its pods in.
 pub const ENABLED_LABEL: &str = "pinip.io/enabled";
@@ -52,19 +53,6 @@ fn split_list(key: &'static str, value: &str) -> Result<Vec<String>, AnnotationE
         return Err(AnnotationError::Empty { key });
     }
     Ok(items)
-}
-
-fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
 }
 
 /// `pinip.io/pool`: one pool, or two (one per family) for dual stack.

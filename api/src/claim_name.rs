@@ -82,18 +82,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn dns1123_subdomain(s: &str) -> bool {
-        s.len() <= 253
-            && s.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-            })
-    }
-
     #[test]
     fn examples() {
         assert_eq!(claim_name("", &"10.20.0.5".parse().unwrap()), "10-20-0-5");
@@ -139,7 +127,7 @@ mod tests {
         fn v4_round_trip(n in any::<u32>(), net in network()) {
             let ip = IpAddr::V4(Ipv4Addr::from(n));
             let name = claim_name(&net, &ip);
-            prop_assert!(dns1123_subdomain(&name), "{}", name);
+            prop_assert!(crate::names::is_dns1123_subdomain(&name), "{}", name);
             prop_assert_eq!(parse_claim_name(&name), Ok((net, ip)));
         }
 
@@ -147,7 +135,7 @@ mod tests {
         fn v6_round_trip(n in any::<u128>(), net in network()) {
             let ip = IpAddr::V6(Ipv6Addr::from(n));
             let name = claim_name(&net, &ip);
-            prop_assert!(dns1123_subdomain(&name), "{}", name);
+            prop_assert!(crate::names::is_dns1123_subdomain(&name), "{}", name);
             prop_assert_eq!(parse_claim_name(&name), Ok((net, ip)));
         }
     }

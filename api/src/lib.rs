@@ -8,6 +8,7 @@ pub mod claim;
 pub mod claim_name;
 pub mod crd;
 pub mod duration;
+pub mod names;
 pub mod owner;
 pub mod pool;
 mod schema;

@@ -4,6 +4,7 @@
 //! StatefulSet…). Works on pods that have only `generateName` at admission.
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use crate::Owner;
 use crate::annotations::Retain;
@@ -21,6 +22,15 @@ pub fn display_name(pod: &Pod) -> String {
     }
 }
 
+/// The pod's controller: the ownerReference marked `controller: true`.
+pub fn controller_ref(pod: &Pod) -> Option<&OwnerReference> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+}
+
 /// The owner identity of `pod` in `namespace`. `replicaset_owner` answers from the watch
 /// cache which controller owns a ReplicaSet.
 pub fn identify(
@@ -28,12 +38,7 @@ pub fn identify(
     namespace: &str,
     replicaset_owner: impl Fn(&str) -> Option<(String, String)>,
 ) -> Owner {
-    let controller = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true));
+    let controller = controller_ref(pod);
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let Some(c) = controller else {
         return Owner {

@@ -112,12 +112,7 @@ impl PodInfo {
                 .flatten()
                 .map(|o| (o.kind, o.name))
         });
-        let controller = pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true));
+        let controller = owner::controller_ref(pod);
         let workload = controller.and_then(|c| {
             if c.kind == "ReplicaSet" && c.api_version.starts_with("apps/") {
                 match rs_controller(&namespace, &c.name) {

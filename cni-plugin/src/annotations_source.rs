@@ -30,10 +30,10 @@ impl Origin {
 pub fn pod_ref(args: &CniArgs) -> Result<PodRef, CniError> {
     match (args.pod_namespace(), args.pod_name()) {
         (Some(ns), Some(name)) => {
-            if !is_dns1123(ns, 63, false) {
+            if !pinip_api::names::is_dns1123_label(ns) {
                 return Err(bad_name(K8S_POD_NAMESPACE, ns, "namespace", "label"));
             }
-            if !is_dns1123(name, 253, true) {
+            if !pinip_api::names::is_dns1123_subdomain(name) {
                 return Err(bad_name(K8S_POD_NAME, name, "pod name", "subdomain"));
             }
             Ok(PodRef {
@@ -52,26 +52,6 @@ pub fn pod_ref(args: &CniArgs) -> Result<PodRef, CniError> {
             Err(CniError::PodIdentityMissing { missing })
         }
     }
-}
-
-/// A lowercase RFC 1123 label (`dots == false`) or subdomain, at most `max` bytes. Checked
-/// before the name goes into a request path.
-fn is_dns1123(s: &str, max: usize, dots: bool) -> bool {
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    !s.is_empty()
-        && s.len() <= max
-        && if dots {
-            s.split('.').all(label_ok)
-        } else {
-            label_ok(s)
-        }
 }
 
 fn bad_name(key: &str, value: &str, what: &str, form: &str) -> CniError {

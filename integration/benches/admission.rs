@@ -158,10 +158,10 @@ async fn main() -> Result<()> {
     .await?;
     let client = bed.client();
     pinip::install(&bed)?;
-    pinip::apply(
+    pinip::apply_pool(
         &client,
-        &json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPPool",
-        "metadata": {"name": "bench"}, "spec": {"cidr": "10.90.0.0/20", "default": true}}),
+        "bench",
+        json!({"cidr": "10.90.0.0/20", "default": true}),
     )
     .await?;
 

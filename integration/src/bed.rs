@@ -275,16 +275,31 @@ impl Bed {
                 }))?,
             )
             .await?;
+        self.identity_kubeconfig(&self.dir.join("cni.kubeconfig"), user, None)
+    }
+
+    /// Writes to `path` a kubeconfig for user `user` (in `group`), with a client certificate
+    /// from the bed's CA: how the bed gives pinip's components their manifests' identities
+    /// (a ServiceAccount's user name authenticates the same through a certificate).
+    pub fn identity_kubeconfig(
+        &self,
+        path: &Path,
+        user: &str,
+        group: Option<&str>,
+    ) -> Result<PathBuf> {
         let pki = &self
             .cp
             .as_ref()
-            .expect("a started bed has a control plane")
+            .context("identities need a bed this process started (not PINIP_BED_DIR)")?
             .pki;
-        let cert = pki.client("cni", user, None)?;
-        let path = self.dir.join("cni.kubeconfig");
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("identity");
+        let cert = pki.client(stem, user, group)?;
         let server = format!("https://127.0.0.1:{}", self.api_port);
-        write_kubeconfig(&path, &server, &pki.ca_pem, &cert)?;
-        Ok(path)
+        write_kubeconfig(path, &server, &pki.ca_pem, &cert)?;
+        Ok(path.to_path_buf())
     }
 
     async fn wait_nodes_schedulable(&self, limit: Duration) -> Result<()> {

@@ -13,7 +13,7 @@ use kube::api::Api;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::bed::Bed;
-use crate::controlplane::{free_port, write_kubeconfig};
+use crate::controlplane::free_port;
 use crate::pinip::{BINDER_USER, bin_dir};
 use crate::process::Proc;
 
@@ -34,10 +34,6 @@ pub struct Binders {
 
 /// Starts `replicas` binder processes (extra flags `args`) and waits until each is ready.
 pub async fn start_binders(bed: &Bed, replicas: usize, args: &[&str]) -> Result<Binders> {
-    let cp = bed
-        .cp
-        .as_ref()
-        .context("binder tests need a bed they started (not PINIP_BED_DIR)")?;
     let bin = bin_dir()?.join("pinip-binder");
     if !bin.exists() {
         bail!(
@@ -47,15 +43,10 @@ pub async fn start_binders(bed: &Bed, replicas: usize, args: &[&str]) -> Result<
     }
     let dir = bed.dir.join(format!("binder-{}", free_port()?));
     std::fs::create_dir_all(&dir)?;
-    let cert = cp
-        .pki
-        .client("binder-client", BINDER_USER, Some("system:serviceaccounts"))?;
-    let kubeconfig = dir.join("kubeconfig");
-    write_kubeconfig(
-        &kubeconfig,
-        &format!("https://127.0.0.1:{}", bed.api_port),
-        &cp.pki.ca_pem,
-        &cert,
+    let kubeconfig = bed.identity_kubeconfig(
+        &dir.join("binder.kubeconfig"),
+        BINDER_USER,
+        Some("system:serviceaccounts"),
     )?;
     let mut b = Binders {
         procs: Vec::new(),

@@ -14,7 +14,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
 use crate::bed::Bed;
-use crate::controlplane::{free_port, upstream_bin_dir, write_kubeconfig};
+use crate::controlplane::{free_port, upstream_bin_dir};
 use crate::lb::LoadBalancer;
 use crate::process::Proc;
 
@@ -140,24 +140,13 @@ pub async fn start_webhooks_with_tls(
     args: &[&str],
     tls_dir: &Path,
 ) -> Result<Webhooks> {
-    let cp = bed
-        .cp
-        .as_ref()
-        .context("webhook tests need a bed they started (not PINIP_BED_DIR)")?;
     let dir = bed.dir.join(format!("webhook-{}", free_port()?));
     std::fs::create_dir_all(&dir)?;
     let tls_dir = tls_dir.to_path_buf();
-    let client_cert = cp.pki.client(
-        "webhook-client",
+    let kubeconfig = bed.identity_kubeconfig(
+        &dir.join("webhook.kubeconfig"),
         WEBHOOK_USER,
         Some("system:serviceaccounts"),
-    )?;
-    let kubeconfig = dir.join("kubeconfig");
-    write_kubeconfig(
-        &kubeconfig,
-        &format!("https://127.0.0.1:{}", bed.api_port),
-        &cp.pki.ca_pem,
-        &client_cert,
     )?;
     let bin = bin_dir()?.join("pinip-webhook");
     let mut procs = Vec::new();
@@ -291,6 +280,16 @@ pub async fn apply(client: &Client, obj: &Value) -> Result<()> {
     .await
     .with_context(|| format!("applying {kind} {name}"))?;
     Ok(())
+}
+
+/// Server-side applies IPPool `name` with `spec`.
+pub async fn apply_pool(client: &Client, name: &str, spec: Value) -> Result<()> {
+    apply(
+        client,
+        &json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPPool",
+                "metadata": {"name": name}, "spec": spec}),
+    )
+    .await
 }
 
 /// Registers `hooks` with kube-apiserver under the configuration name `name`.

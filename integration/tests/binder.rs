@@ -44,12 +44,7 @@ async fn setup(binders: usize, binder_args: &[&str]) -> Result<(Bed, Webhooks, B
         ("ov-a", json!({"cidr": "10.90.0.0/24"})),
         ("ov-b", json!({"cidr": "10.90.0.128/25"})),
     ] {
-        pinip::apply(
-            &client,
-            &json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPPool",
-                    "metadata": {"name": name}, "spec": spec}),
-        )
-        .await?;
+        pinip::apply_pool(&client, name, spec).await?;
     }
     let hooks = pinip::start_webhooks(&bed, 1, &["--cooldown=0s"]).await?;
     pinip::register(&client, &hooks, "pinip").await?;

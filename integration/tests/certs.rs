@@ -14,7 +14,6 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
-use pinip_integration::controlplane::write_kubeconfig;
 use pinip_integration::pinip::{self, WEBHOOK_USER};
 use pinip_integration::wait::wait_for;
 use pinip_integration::{Bed, BedOptions, secret_volume};
@@ -90,23 +89,16 @@ async fn bootstrap_inject_rotate_while_admitting() -> Result<()> {
     .await?;
     let client = bed.client();
     pinip::install(&bed)?;
-    pinip::apply(
+    pinip::apply_pool(
         &client,
-        &json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPPool",
-        "metadata": {"name": "p"}, "spec": {"cidr": "10.85.0.0/20", "default": true}}),
+        "p",
+        json!({"cidr": "10.85.0.0/20", "default": true}),
     )
     .await?;
 
     // pinip-certs runs with the webhook's identity, as a sidecar in the webhook pod would.
-    let cp = bed.cp.as_ref().unwrap();
-    let cert = cp.pki.client("certs-client", WEBHOOK_USER, None)?;
-    let kubeconfig = bed.dir.join("certs.kubeconfig");
-    write_kubeconfig(
-        &kubeconfig,
-        &format!("https://127.0.0.1:{}", bed.api_port),
-        &cp.pki.ca_pem,
-        &cert,
-    )?;
+    let kubeconfig =
+        bed.identity_kubeconfig(&bed.dir.join("certs.kubeconfig"), WEBHOOK_USER, None)?;
     certs_cmd(&bed, &kubeconfig, &[])?;
     let tls_dir = bed.dir.join("webhook-tls-volume");
     let _projector = secret_volume::project(

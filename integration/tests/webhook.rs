@@ -121,12 +121,7 @@ async fn setup() -> Result<(Bed, Webhooks, Client)> {
         ("tiny", json!({"cidr": "10.70.0.0/30"})),
     ];
     for (name, spec) in pools {
-        pinip::apply(
-            &client,
-            &json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPPool",
-                    "metadata": {"name": name}, "spec": spec}),
-        )
-        .await?;
+        pinip::apply_pool(&client, name, spec).await?;
     }
     // Both replicas must see the pools before the first decision.
     wait_for(
@@ -479,10 +474,10 @@ async fn patch_encoding_on_real_apiserver() -> Result<()> {
     let hooks = pinip::start_webhooks(&bed, 1, &["--patch-encoding=array"]).await?;
     let client = bed.client();
     pinip::register(&client, &hooks, "pinip").await?;
-    pinip::apply(
+    pinip::apply_pool(
         &client,
-        &json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPPool",
-        "metadata": {"name": "p"}, "spec": {"cidr": "10.80.0.0/24", "default": true}}),
+        "p",
+        json!({"cidr": "10.80.0.0/24", "default": true}),
     )
     .await?;
     let ns = bed

@@ -135,6 +135,20 @@ fn requirement_admits(r: &NodeSelectorRequirement, value: Option<&String>) -> bo
     }
 }
 
+/// The node-selector terms of the pod's required node affinity (ORed).
+fn required_terms(pod: &Pod) -> &[k8s_openapi::api::core::v1::NodeSelectorTerm] {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .map(|r| r.node_selector_terms.as_slice())
+        .unwrap_or_default()
+}
+
 /// Whether the pod's nodeSelector and required node affinity admit node `name` with `labels`.
 pub fn pod_admits_node(pod: &Pod, name: &str, labels: &BTreeMap<String, String>) -> bool {
     let spec = pod.spec.as_ref();
@@ -143,15 +157,7 @@ pub fn pod_admits_node(pod: &Pod, name: &str, labels: &BTreeMap<String, String>)
         .into_iter()
         .flatten()
         .all(|(k, v)| labels.get(k) == Some(v));
-    let terms = spec
-        .and_then(|s| s.affinity.as_ref())
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .map(|r| r.node_selector_terms.as_slice())
-        .unwrap_or_default();
+    let terms = required_terms(pod);
     let name = name.to_string();
     let term_ok = |t: &k8s_openapi::api::core::v1::NodeSelectorTerm| {
         t.match_expressions
@@ -190,15 +196,7 @@ pub fn nodes_compatible(pool: &IPPool, pod: &Pod, nodes: &[NodeLabels]) -> bool 
                 values: Some(vec![v.clone()]),
             }),
     );
-    let terms = spec
-        .and_then(|s| s.affinity.as_ref())
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .map(|r| r.node_selector_terms.clone())
-        .unwrap_or_default();
+    let terms = required_terms(pod);
     if terms.is_empty() {
         return satisfiable(&base);
     }

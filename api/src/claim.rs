@@ -24,6 +24,7 @@ pub const WORKLOAD_ANNOTATION: &str = "pinip.io/workload";
     version = "v1alpha1",
     kind = "IPClaim",
     plural = "ipclaims",
+    doc = "One address in use, named after the address: the API server's name uniqueness is pinip's allocation lock.",
     shortname = "ipc",
     status = "IPClaimStatus",
     printcolumn = r#"{"name":"ADDRESS","type":"string","jsonPath":".spec.address"}"#,

@@ -18,6 +18,7 @@ use crate::schema;
     version = "v1alpha1",
     kind = "IPPool",
     plural = "ippools",
+    doc = "A range of addresses from which pinip gives pods fixed addresses.",
     shortname = "ipp",
     status = "IPPoolStatus",
     printcolumn = r#"{"name":"CIDR","type":"string","jsonPath":".spec.cidr"}"#,

@@ -35,16 +35,11 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-/// Whether the pod is pinip's to decide: its namespace opted in, or it carries a pinip
-/// annotation.
-pub async fn in_scope(state: &State, pod: &Pod, ns: &str) -> bool {
-    if USER_KEYS.iter().any(|k| annotation(pod, k).is_some()) {
-        return true;
-    }
-    namespace_labels(state, ns)
-        .await
-        .get(ENABLED_LABEL)
-        .is_some_and(|v| v == "true")
+/// Whether the pod is pinip's to decide: its namespace (with `ns_labels`) opted in, or it
+/// carries a pinip annotation.
+pub fn in_scope(pod: &Pod, ns_labels: &BTreeMap<String, String>) -> bool {
+    USER_KEYS.iter().any(|k| annotation(pod, k).is_some())
+        || ns_labels.get(ENABLED_LABEL).is_some_and(|v| v == "true")
 }
 
 /// A namespace's labels from the watch; one GET when the namespace is newer than the watch.
@@ -70,15 +65,17 @@ pub async fn mutate(state: &State, req: &AdmissionRequest<Pod>) -> AdmissionResp
         return AdmissionResponse::invalid("pod CREATE review without an object");
     };
     let ns = req.namespace.clone().unwrap_or_default();
+    // Read once: the scope check and the decision both need the namespace's labels.
+    let ns_labels = namespace_labels(state, &ns).await;
     // A pod that arrives with an allocation is a spoof wherever it is, in scope or not.
-    if !in_scope(state, pod, &ns).await && annotation(pod, ALLOCATION).is_none() {
+    if !in_scope(pod, &ns_labels) && annotation(pod, ALLOCATION).is_none() {
         state.metrics.admission("mutate", "skipped");
         return resp;
     }
     let started = Instant::now();
     let shown = owner::display_name(pod);
     let pools_hint = annotation(pod, POOL).unwrap_or("");
-    let outcome = decide(state, pod, &ns, req.dry_run).await;
+    let outcome = decide(state, pod, &ns, &ns_labels, req.dry_run).await;
     state
         .metrics
         .decision_seconds
@@ -116,7 +113,13 @@ type Decision = (
     Vec<k8s_openapi::api::core::v1::NodeSelectorRequirement>,
 );
 
-async fn decide(state: &State, pod: &Pod, ns: &str, dry_run: bool) -> Result<Decision, Denial> {
+async fn decide(
+    state: &State,
+    pod: &Pod,
+    ns: &str,
+    ns_labels: &BTreeMap<String, String>,
+    dry_run: bool,
+) -> Result<Decision, Denial> {
     if annotation(pod, ALLOCATION).is_some() {
         return Err(Denial::AllocationSupplied);
     }
@@ -138,7 +141,6 @@ async fn decide(state: &State, pod: &Pod, ns: &str, dry_run: bool) -> Result<Dec
     let retain = retain_req.unwrap_or_else(|| owner::default_retain(&owner));
     owner::check_retain(&owner, retain).map_err(Denial::Retain)?;
 
-    let ns_labels = namespace_labels(state, ns).await;
     let pools = state.index.pools.state();
     let usage = IndexUsage {
         index: &state.index,
@@ -148,7 +150,7 @@ async fn decide(state: &State, pod: &Pod, ns: &str, dry_run: bool) -> Result<Dec
     let chosen = policy::choose(
         &pools,
         pod,
-        &ns_labels,
+        ns_labels,
         pool_req.as_ref(),
         ip_req.as_ref(),
         &usage,

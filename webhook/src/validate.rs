@@ -80,8 +80,8 @@ async fn pod(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(),
         }
         (&Operation::Create, Some(p), _) => {
             let a = annotations(&p);
-            let ns_labels = namespace_labels(state, &ns).await;
             if let Some(v) = a.get(IP) {
+                let ns_labels = namespace_labels(state, &ns).await;
                 let req: IpRequest =
                     v.parse()
                         .map_err(|e: pinip_api::annotations::AnnotationError| {

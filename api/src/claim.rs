@@ -77,11 +77,22 @@ pub struct Owner {
     pub ordinal: Option<i32>,
 }
 
+/// The one pod that holds a claim (see [`crate::holder`]). The webhook writes it when it hands
+/// the claim to a pod (name, or `generateName` while the API server has not named the pod
+/// yet, and `reservedAt`); the binder adds the uid once the pod exists.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct PodRef {
+    #[serde(default)]
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uid: String,
+    /// The pod's `generateName` when it was reserved before the API server named it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub generate_name: String,
+    /// When the webhook handed the claim to this pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// Absent until the binder first sees the claim; an absent phase means Reserved (a claim is

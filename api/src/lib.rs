@@ -8,10 +8,12 @@ pub mod claim;
 pub mod claim_name;
 pub mod crd;
 pub mod duration;
+pub mod holder;
 pub mod names;
 pub mod owner;
 pub mod pool;
 mod schema;
+pub mod workload;
 
 pub use addrset::{AddrSet, Family};
 pub use claim::{ClaimPhase, IPClaim, IPClaimSpec, IPClaimStatus, Owner, PodRef};

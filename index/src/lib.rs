@@ -1,0 +1,16 @@
+//! The middle layer between pinip's contract (`pinip-api`) and its binaries: what the webhook
+//! and the binder both need to know about the cluster, decided in one place.
+//!
+//! - [`workloads`]: watch-fed caches of StatefulSets, ReplicaSets and Deployments;
+//! - [`resolve`]: the verified owner of a pod (caches first, one GET for what they miss);
+//! - [`confirm`]: whether a claim is free to change hands, asked of the API server right
+//!   before the write that depends on it.
+
+pub mod confirm;
+pub mod resolve;
+pub mod watch;
+pub mod workloads;
+
+pub use confirm::confirm_free;
+pub use resolve::Resolver;
+pub use workloads::Workloads;

@@ -8,12 +8,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use pinip_api::annotations::Retain;
 use pinip_api::claim::RETAIN_LABEL;
-use pinip_api::owner::{holder, same_owner};
-use pinip_api::{ClaimPhase, IPClaim, Owner, claim_name};
+use pinip_api::holder::Record;
+use pinip_api::owner::holder;
+use pinip_api::{IPClaim, Owner, claim_name};
+use pinip_index::confirm_free;
 use serde_json::json;
 
 use crate::index::Index;
@@ -26,8 +29,12 @@ const MAX_CONFLICTS: u32 = 64;
 
 pub struct Allocator {
     pub api: Api<IPClaim>,
+    pub client: kube::Client,
     pub index: Index,
     pub cooldown: Duration,
+    /// How long a claim reserved for a pod that does not exist yet stays reserved for it:
+    /// the longest a pod's admission can take.
+    pub hold: Duration,
     pub interface: String,
     pub metrics: Arc<Metrics>,
 }
@@ -42,18 +49,50 @@ pub struct Decided {
     pub created: bool,
 }
 
+/// The pod an address is decided for, as the claim records its holder.
+#[derive(Clone, Debug)]
+pub struct Holder {
+    /// Empty while the API server has not named the pod (`generateName`).
+    pub name: String,
+    pub generate_name: String,
+}
+
+impl Holder {
+    /// `spec.pod` of a new claim.
+    fn pod_ref(&self) -> serde_json::Value {
+        if self.name.is_empty() {
+            json!({"generateName": self.generate_name, "reservedAt": now()})
+        } else {
+            json!({"name": self.name, "reservedAt": now()})
+        }
+    }
+
+    /// The merge patch that replaces `spec.pod` of an existing claim (the previous holder's
+    /// fields are removed, not merged).
+    fn pod_patch(&self) -> serde_json::Value {
+        let mut p = json!({"name": null, "uid": null, "generateName": null});
+        if let (Some(p), serde_json::Value::Object(new)) = (p.as_object_mut(), self.pod_ref()) {
+            p.extend(new);
+        }
+        p
+    }
+}
+
+/// Attempts at handing over an existing claim whose version moved under us.
+const HANDOVER_ATTEMPTS: u32 = 3;
+
 impl Allocator {
     pub async fn allocate(
         &self,
         chosen: &[Chosen],
         owner: &Owner,
         retain: Retain,
-        pod_name: &str,
+        pod: &Holder,
         dry_run: bool,
     ) -> Result<Vec<Decided>, Denial> {
         let mut done: Vec<Decided> = Vec::new();
         for c in chosen {
-            match self.one(c, owner, retain, pod_name, dry_run).await {
+            match self.one(c, owner, retain, pod, dry_run).await {
                 Ok(d) => done.push(d),
                 Err(e) => {
                     self.rollback(&done).await;
@@ -78,7 +117,7 @@ impl Allocator {
         c: &Chosen,
         owner: &Owner,
         retain: Retain,
-        pod_name: &str,
+        pod: &Holder,
         dry_run: bool,
     ) -> Result<Decided, Denial> {
         let pool = c.name();
@@ -92,30 +131,21 @@ impl Allocator {
         if let Some(ip) = c.explicit {
             let name = claim_name(&network, &ip);
             if let Some(existing) = self.index.claim(&name) {
-                return if same_owner(&existing.spec.owner, owner) {
-                    Ok(decided(ip, name, false))
-                } else {
-                    Err(Denial::AddressHeld {
-                        ip,
-                        holder: holder(&existing.spec.owner),
-                    })
-                };
+                self.hand_over(&existing, owner, pod, dry_run).await?;
+                return Ok(decided(ip, name, false));
             }
             if dry_run {
                 return Ok(decided(ip, name, false));
             }
-            return match self.create(c, &name, ip, owner, retain, pod_name).await {
+            return match self.create(c, &name, ip, owner, retain, pod).await {
                 Ok(()) => Ok(decided(ip, name, true)),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     // Taken by a replica whose claim our watch has not seen yet.
                     match self.api.get_opt(&name).await {
-                        Ok(Some(existing)) if same_owner(&existing.spec.owner, owner) => {
+                        Ok(Some(existing)) => {
+                            self.hand_over(&existing, owner, pod, dry_run).await?;
                             Ok(decided(ip, name, false))
                         }
-                        Ok(Some(existing)) => Err(Denial::AddressHeld {
-                            ip,
-                            holder: holder(&existing.spec.owner),
-                        }),
                         Ok(None) => {
                             Err(Denial::Api(format!("claim {name} conflicted and vanished")))
                         }
@@ -132,7 +162,7 @@ impl Allocator {
                 .claims
                 .state()
                 .into_iter()
-                .filter(|k| k.spec.pool == pool && same_owner(&k.spec.owner, owner))
+                .filter(|k| k.spec.pool == pool && k.spec.owner == *owner)
                 .collect();
             members.sort_by_key(|k| k.name_any());
             for m in members {
@@ -146,20 +176,26 @@ impl Allocator {
                     continue;
                 };
                 if retain == Retain::Ordinal {
-                    // A StatefulSet ordinal has one pod at a time: its claim is simply reused.
+                    // A StatefulSet ordinal has one address; its pod waits until it is free.
+                    self.hand_over(&m, owner, pod, dry_run).await?;
                     return Ok(decided(ip, m.name_any(), false));
                 }
-                if m.phase() != ClaimPhase::Released {
+                // `app`: a member nobody holds; members held by the set's other pods are
+                // passed over without asking the API server.
+                if m.record() != Record::Free {
                     continue;
                 }
-                if dry_run || self.take(&m).await {
-                    return Ok(decided(ip, m.name_any(), false));
+                match self.hand_over(&m, owner, pod, dry_run).await {
+                    Ok(()) => return Ok(decided(ip, m.name_any(), false)),
+                    Err(e) => {
+                        tracing::debug!(claim = %m.name_any(), reason = %e, "member not free");
+                    }
                 }
             }
         }
 
         // A fresh address, from a random place in the pool so concurrent replicas spread out.
-        let offset = u128::from(RandomState::new().hash_one(pod_name))
+        let offset = u128::from(RandomState::new().hash_one(&pod.name))
             | (u128::from(RandomState::new().hash_one(&pool)) << 64);
         let mut conflicts = 0u32;
         for ip in c.usable.usable.iter_from(offset) {
@@ -170,7 +206,7 @@ impl Allocator {
             if dry_run {
                 return Ok(decided(ip, name, false));
             }
-            match self.create(c, &name, ip, owner, retain, pod_name).await {
+            match self.create(c, &name, ip, owner, retain, pod).await {
                 Ok(()) => return Ok(decided(ip, name, true)),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     self.metrics.claim_conflicts.inc();
@@ -198,17 +234,15 @@ impl Allocator {
         ip: IpAddr,
         owner: &Owner,
         retain: Retain,
-        pod_name: &str,
+        pod: &Holder,
     ) -> Result<(), kube::Error> {
-        let mut spec = json!({
+        let spec = json!({
             "pool": c.name(),
             "address": c.usable.with_prefix(ip).to_string(),
             "owner": owner,
+            "pod": pod.pod_ref(),
             "interface": self.interface,
         });
-        if !pod_name.is_empty() {
-            spec["pod"] = json!({"name": pod_name});
-        }
         let claim: IPClaim = serde_json::from_value(json!({
             "apiVersion": "pinip.io/v1alpha1", "kind": "IPClaim",
             "metadata": {"name": name, "labels": {RETAIN_LABEL: retain.to_string()}},
@@ -220,28 +254,84 @@ impl Allocator {
         Ok(())
     }
 
-    /// Takes a Released member of a retained set for a new pod: Released → Reserved, guarded
-    /// by the claim's resourceVersion so two pods never take the same member.
-    async fn take(&self, m: &IPClaim) -> bool {
-        let patch = json!({
-            "metadata": {"resourceVersion": m.resource_version()},
-            "status": {"phase": "Reserved", "reservedAt": now()},
-        });
-        match self
-            .api
-            .patch_status(&m.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => true,
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                self.metrics.claim_conflicts.inc();
-                false
+    /// Hands an existing claim to `pod`: only a claim of the same owner, and only when it is
+    /// free (Released, or its recorded holder verifiably gone, asked of the API server). The
+    /// handover is a write of the new holder guarded by the claim's resourceVersion, so two
+    /// pods never take the same claim; a version that moved is read again and decided again.
+    async fn hand_over(
+        &self,
+        claim: &IPClaim,
+        owner: &Owner,
+        pod: &Holder,
+        dry_run: bool,
+    ) -> Result<(), Denial> {
+        let mut claim = claim.clone();
+        for _ in 0..HANDOVER_ATTEMPTS {
+            let ip = claim
+                .spec
+                .address
+                .split('/')
+                .next()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| Denial::Api(format!("claim {} is unreadable", claim.name_any())))?;
+            if claim.spec.owner != *owner {
+                return Err(Denial::AddressHeld {
+                    ip,
+                    holder: holder(&claim.spec.owner),
+                });
             }
-            Err(e) => {
-                tracing::warn!(claim = %m.name_any(), error = %e, "taking retained claim failed");
-                false
+            let now = Timestamp::now();
+            match confirm_free(&self.client, &claim, now, self.hold).await {
+                Err(e) => return Err(Denial::Api(e.to_string())),
+                Ok(Err(held)) => {
+                    return Err(Denial::ClaimHeld {
+                        ip,
+                        claim: claim.name_any(),
+                        held: held.to_string(),
+                    });
+                }
+                Ok(Ok(())) => {}
+            }
+            if dry_run {
+                return Ok(());
+            }
+            let patch = json!({
+                "metadata": {"resourceVersion": claim.resource_version()},
+                "spec": {"pod": pod.pod_patch(), "node": null},
+            });
+            match self
+                .api
+                .patch(
+                    &claim.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(patch),
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.metrics.handovers.inc();
+                    return Ok(());
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    self.metrics.claim_conflicts.inc();
+                    claim = match self.api.get_opt(&claim.name_any()).await {
+                        Ok(Some(c)) => c,
+                        Ok(None) => {
+                            return Err(Denial::Api(format!(
+                                "claim {} was deleted while being handed over",
+                                claim.name_any()
+                            )));
+                        }
+                        Err(e) => return Err(Denial::Api(e.to_string())),
+                    };
+                }
+                Err(e) => return Err(Denial::Api(e.to_string())),
             }
         }
+        Err(Denial::Api(format!(
+            "claim {} changed {HANDOVER_ATTEMPTS} times while being handed over",
+            claim.name_any()
+        )))
     }
 }
 

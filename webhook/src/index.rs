@@ -1,6 +1,6 @@
 //! In-memory views of the cluster, kept current by watches, that admission decisions read
-//! instead of calling the API server: pools, claims, namespaces' labels, ReplicaSets' owners
-//! and nodes' labels. Also what watches alone cannot tell: claims this replica has just
+//! instead of calling the API server: pools, claims, namespaces' labels, nodes' labels, and
+//! the workloads owners are verified against (shared with the binder, `pinip-index`). Also what watches alone cannot tell: claims this replica has just
 //! created (until its watch sees them) and when each address was last released (for the
 //! cool-down).
 
@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use pinip_api::{IPClaim, IPPool};
+use pinip_index::Workloads;
+use pinip_index::watch::drain;
 
 /// How long a claim this replica created counts as taken before its watch reports it.
 const PENDING_TTL: Duration = Duration::from_secs(60);
@@ -25,7 +26,7 @@ pub struct Index {
     pub pools: Store<IPPool>,
     pub claims: Store<IPClaim>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
-    replicasets: Store<PartialObjectMeta<ReplicaSet>>,
+    pub workloads: Workloads,
     nodes: Store<PartialObjectMeta<Node>>,
     pending: Arc<Mutex<HashMap<String, Instant>>>,
     released: Arc<Mutex<HashMap<String, Instant>>>,
@@ -37,13 +38,12 @@ impl Index {
         let (pools, pw) = reflector::store();
         let (claims, cw) = reflector::store();
         let (namespaces, nw) = reflector::store();
-        let (replicasets, rw) = reflector::store();
         let (nodes, nodew) = reflector::store();
         let index = Index {
             pools,
             claims,
             namespaces,
-            replicasets,
+            workloads: Workloads::start(client, None),
             nodes,
             pending: Arc::default(),
             released: Arc::default(),
@@ -52,22 +52,20 @@ impl Index {
         let pools_api: Api<IPPool> = Api::all(client.clone());
         tokio::spawn(drain(
             "ippools",
+            None,
             reflector::reflector(pw, watcher(pools_api, cfg.clone()).default_backoff()),
         ));
         // Metadata-only watches: labels and owners are all that is read.
         let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
         tokio::spawn(drain(
             "namespaces",
+            None,
             reflector::reflector(nw, watcher(ns_api, cfg.clone()).default_backoff()),
-        ));
-        let rs_api: Api<PartialObjectMeta<ReplicaSet>> = Api::all(client.clone());
-        tokio::spawn(drain(
-            "replicasets",
-            reflector::reflector(rw, watcher(rs_api, cfg.clone()).default_backoff()),
         ));
         let node_api: Api<PartialObjectMeta<Node>> = Api::all(client.clone());
         tokio::spawn(drain(
             "nodes",
+            None,
             reflector::reflector(nodew, watcher(node_api, cfg.clone()).default_backoff()),
         ));
         let claims_api: Api<IPClaim> = Api::all(client.clone());
@@ -86,7 +84,7 @@ impl Index {
                 }
                 _ => {}
             });
-        tokio::spawn(drain("ipclaims", claim_events));
+        tokio::spawn(drain("ipclaims", None, claim_events));
         index
     }
 
@@ -95,7 +93,7 @@ impl Index {
         let _ = self.pools.wait_until_ready().await;
         let _ = self.claims.wait_until_ready().await;
         let _ = self.namespaces.wait_until_ready().await;
-        let _ = self.replicasets.wait_until_ready().await;
+        self.workloads.wait_ready().await;
         let _ = self.nodes.wait_until_ready().await;
     }
 
@@ -112,17 +110,6 @@ impl Index {
         self.namespaces
             .get(&ObjectRef::new(ns))
             .map(|n| n.metadata.labels.clone().unwrap_or_default())
-    }
-
-    /// The Deployment (kind, name) that controls ReplicaSet `ns/name`, if it is known.
-    pub fn replicaset_owner(&self, ns: &str, name: &str) -> Option<(String, String)> {
-        let rs = self.replicasets.get(&ObjectRef::new(name).within(ns))?;
-        rs.metadata
-            .owner_references
-            .as_ref()?
-            .iter()
-            .find(|o| o.controller == Some(true))
-            .map(|o| (o.kind.clone(), o.name.clone()))
     }
 
     pub fn claim(&self, name: &str) -> Option<Arc<IPClaim>> {
@@ -172,17 +159,5 @@ impl Index {
 
     pub fn forget_created(&self, name: &str) {
         self.pending.lock().expect("pending lock").remove(name);
-    }
-}
-
-async fn drain<S, T>(what: &'static str, stream: S)
-where
-    S: futures::Stream<Item = Result<T, watcher::Error>>,
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(ev) = stream.next().await {
-        if let Err(e) = ev {
-            tracing::warn!(watch = what, error = %e, "watch error; retrying");
-        }
     }
 }

@@ -13,3 +13,4 @@ pub mod server;
 pub mod state;
 pub mod tls;
 pub mod validate;
+pub mod warn;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use kube::Client;
 use pinip_api::duration::parse_duration;
+use pinip_index::Resolver;
 use pinip_webhook::allocate::Allocator;
 use pinip_webhook::index::Index;
 use pinip_webhook::metrics::Metrics;
@@ -38,6 +39,11 @@ struct Args {
     /// An address released less than this long ago is not handed out again.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     cooldown: Duration,
+    /// How long a claim reserved for a pod that does not exist yet stays reserved for it:
+    /// the longest a pod's admission can take (kube-apiserver gives up on a request after
+    /// 60s).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    reservation_hold: Duration,
     /// Pod interface the allocation is written for.
     #[arg(long, default_value = "eth0")]
     interface: String,
@@ -114,8 +120,14 @@ async fn main() -> Result<()> {
     let state = Arc::new(State {
         client: client.clone(),
         index: index.clone(),
+        resolver: Resolver {
+            client: client.clone(),
+            workloads: index.workloads.clone(),
+        },
         allocator: Allocator {
             api: kube::Api::all(client.clone()),
+            client: client.clone(),
+            hold: args.reservation_hold,
             index: index.clone(),
             cooldown: args.cooldown,
             interface: args.interface.clone(),

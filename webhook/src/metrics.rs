@@ -38,6 +38,7 @@ pub struct Metrics {
     pub denials: Family<DenialLabels, Counter>,
     pub decision_seconds: Histogram,
     pub claim_conflicts: Counter,
+    pub handovers: Counter,
     pool_addresses: Family<PoolLabels, Gauge>,
 }
 
@@ -66,6 +67,12 @@ impl Default for Metrics {
             "IPClaim writes that lost a race (409) and moved to the next candidate",
             claim_conflicts.clone(),
         );
+        let handovers = Counter::default();
+        registry.register(
+            "handovers",
+            "Existing IPClaims handed to a new pod after their holder was confirmed gone",
+            handovers.clone(),
+        );
         let pool_addresses = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "pool_addresses",
@@ -78,6 +85,7 @@ impl Default for Metrics {
             denials,
             decision_seconds,
             claim_conflicts,
+            handovers,
             pool_addresses,
         }
     }

@@ -11,7 +11,7 @@ use pinip_api::annotations::{
     IpRequest, POOL, PoolRequest, RETAIN, Retain, RouteAllocation, USER_KEYS,
 };
 
-use crate::allocate::Decided;
+use crate::allocate::{Decided, Holder};
 use crate::policy::{self, Chosen};
 use crate::reason::Denial;
 use crate::state::State;
@@ -137,8 +137,18 @@ async fn decide(
         .transpose()
         .map_err(bad)?;
 
-    let owner = owner::identify(pod, ns, |rs| state.index.replicaset_owner(ns, rs));
+    let resolved = state
+        .resolver
+        .resolve(pod, ns)
+        .await
+        .map_err(|e| Denial::Api(format!("verifying the pod's owner: {e}")))?;
+    let owner = resolved.owner;
     let retain = retain_req.unwrap_or_else(|| owner::default_retain(&owner));
+    if let (Some(Retain::Ordinal | Retain::App), Some(why)) = (retain_req, &resolved.unverified) {
+        return Err(Denial::Retain(format!(
+            "retain \"{retain}\" needs a verified owner, but {why}"
+        )));
+    }
     owner::check_retain(&owner, retain).map_err(Denial::Retain)?;
 
     let pools = state.index.pools.state();
@@ -155,10 +165,13 @@ async fn decide(
         ip_req.as_ref(),
         &usage,
     )?;
-    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let holder = Holder {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        generate_name: pod.metadata.generate_name.clone().unwrap_or_default(),
+    };
     let decided = state
         .allocator
-        .allocate(&chosen, &owner, retain, &pod_name, dry_run)
+        .allocate(&chosen, &owner, retain, &holder, dry_run)
         .await?;
     Ok((
         allocation(&state.allocator.interface, &decided),
@@ -185,9 +198,12 @@ impl policy::PoolUsage for IndexUsage<'_> {
 
     fn held_by_owner(&self, pool: &str) -> bool {
         self.retained
-            && self.index.claims.state().iter().any(|c| {
-                c.spec.pool == pool && pinip_api::owner::same_owner(&c.spec.owner, self.owner)
-            })
+            && self
+                .index
+                .claims
+                .state()
+                .iter()
+                .any(|c| c.spec.pool == pool && c.spec.owner == *self.owner)
     }
 }
 

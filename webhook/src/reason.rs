@@ -27,8 +27,16 @@ pub enum Denial {
     BadPool { pool: String, reason: String },
     #[error("pool {pool} is exhausted: all {size} addresses are in use or cooling down")]
     Exhausted { pool: String, size: u128 },
-    #[error("address {ip} is held by {holder}")]
+    #[error("address {ip} belongs to {holder}")]
     AddressHeld { ip: IpAddr, holder: String },
+    #[error(
+        "address {ip} (IPClaim {claim}) is held by {held}; a fixed address serves one pod at a time: give the workload as many addresses as pods it runs at once, or roll it out with strategy Recreate or maxSurge 0"
+    )]
+    ClaimHeld {
+        ip: IpAddr,
+        claim: String,
+        held: String,
+    },
     #[error("{0}")]
     Retain(String),
     #[error("pinip.io/allocation is written only by the pinip webhook; remove it from the pod")]
@@ -53,6 +61,7 @@ impl Denial {
             Denial::BadPool { .. } => "invalid_pool",
             Denial::Exhausted { .. } => "pool_exhausted",
             Denial::AddressHeld { .. } => "address_held",
+            Denial::ClaimHeld { .. } => "claim_held",
             Denial::Retain(_) => "bad_retain",
             Denial::AllocationSupplied => "allocation_supplied",
             Denial::Policy(_) => "policy",

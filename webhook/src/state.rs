@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use kube::Client;
+use pinip_index::Resolver;
 
 use crate::allocate::Allocator;
 use crate::index::Index;
@@ -20,6 +21,8 @@ pub enum PatchEncoding {
 pub struct State {
     pub client: Client,
     pub index: Index,
+    /// Verifies pod owners (watch caches, one GET for what they miss).
+    pub resolver: Resolver,
     pub allocator: Allocator,
     pub metrics: Arc<Metrics>,
     pub claim_writers: Vec<String>,

@@ -13,6 +13,7 @@ use pinip_api::{IPClaim, IPPool, claim_name};
 use crate::mutate::namespace_labels;
 use crate::policy::namespace_may_use;
 use crate::state::State;
+use pinip_api::holder::Record;
 use pinip_api::owner::{self, holder};
 
 pub async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
@@ -21,6 +22,22 @@ pub async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> A
         ("", "Pod") => pod(state, req).await,
         ("pinip.io", "IPPool") => pool(state, req).await,
         ("pinip.io", "IPClaim") => claim(state, req),
+        ("apps", kind @ ("Deployment" | "StatefulSet" | "DaemonSet")) | ("batch", kind @ "Job") => {
+            // Workloads are only ever warned about, never denied.
+            let ns = req.namespace.clone().unwrap_or_default();
+            let warnings = req
+                .object
+                .as_ref()
+                .and_then(|o| serde_json::to_value(o).ok())
+                .map(|o| crate::warn::workload_warnings(kind, &ns, o))
+                .unwrap_or_default();
+            state.metrics.admission("validate", "allowed");
+            let mut resp = resp;
+            if !warnings.is_empty() {
+                resp.warnings = Some(warnings);
+            }
+            return resp;
+        }
         _ => Ok(()),
     };
     match verdict {
@@ -116,10 +133,11 @@ async fn pod(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(),
     }
 }
 
-/// Every address in the allocation must be backed by the claim it names, held by this pod's
-/// owner: the only way to get such an allocation is the webhook's own decision. A dry run
-/// creates no claim, so there an unclaimed address passes; a claimed one must still belong to
-/// the pod's owner.
+/// Every address in the allocation must be backed by the claim it names, and that claim must
+/// record this pod as its holder (by name, or by `generateName` for a pod the API server had
+/// not named at /mutate): the only way to get such an allocation is the webhook's own
+/// decision, which writes the holder before it answers. A dry run writes no claim, so there
+/// only the address and pool are checked.
 async fn check_allocation(
     state: &State,
     p: &Pod,
@@ -142,11 +160,11 @@ async fn check_allocation(
                     ip.claim, ip.address
                 ));
             }
-            let claim = match state.index.claim(&expected) {
-                Some(c) => Some((*c).clone()),
-                // Another replica may have created it moments ago.
-                None => api.get_opt(&expected).await.map_err(|e| e.to_string())?,
-            };
+            let mut claim = state.index.claim(&expected).map(|c| (*c).clone());
+            if !claim.as_ref().is_some_and(|c| records(c, p, ns)) {
+                // The handover or creation may be newer than our watch.
+                claim = api.get_opt(&expected).await.map_err(|e| e.to_string())?;
+            }
             let Some(claim) = claim else {
                 if dry_run {
                     continue;
@@ -162,11 +180,9 @@ async fn check_allocation(
                     claim.spec.address, claim.spec.pool
                 ));
             }
-            if !owner::owns(&claim.spec.owner, p, ns, |rs| {
-                state.index.replicaset_owner(ns, rs)
-            }) {
+            if !dry_run && !records(&claim, p, ns) {
                 return Err(format!(
-                    "{ALLOCATION} names {} held by {}, not by this pod's owner",
+                    "{ALLOCATION} names {} (IPClaim {expected}), which belongs to {} and is not reserved for this pod",
                     ip.address,
                     holder(&claim.spec.owner)
                 ));
@@ -174,6 +190,22 @@ async fn check_allocation(
         }
     }
     Ok(())
+}
+
+/// Whether `claim` records pod `p` of namespace `ns` as its holder.
+fn records(claim: &IPClaim, p: &Pod, ns: &str) -> bool {
+    if claim.holder_namespace() != ns {
+        return false;
+    }
+    let name = p.metadata.name.as_deref().unwrap_or_default();
+    match claim.record() {
+        Record::Pod { name: n, .. } => n == name,
+        Record::Prefix { generate_name } => {
+            p.metadata.generate_name.as_deref() == Some(generate_name)
+                && name.starts_with(generate_name)
+        }
+        Record::Free | Record::Unknown => false,
+    }
 }
 
 async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(), Verdict> {

@@ -1,0 +1,181 @@
+//! Admission warnings for workloads whose pod template fixes fewer addresses than the
+//! workload can run pods at once: a fixed address serves one live pod at a time, so the
+//! surplus pods are denied until the address is free. The workload is admitted; kubectl shows
+//! the warning.
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use pinip_api::annotations::{IP, IpRequest};
+
+/// How many addresses per family the template fixes (`pinip.io/ip`): one, or none.
+fn fixes_address(t: &PodTemplateSpec) -> bool {
+    t.metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(IP))
+        .is_some_and(|v| v.parse::<IpRequest>().is_ok())
+}
+
+/// `value` of an intOrString percentage or count against `total`, rounded up (as the
+/// Deployment controller does for maxSurge).
+fn surge(value: Option<&IntOrString>, total: i32) -> i32 {
+    match value {
+        None => (total * 25 + 99) / 100,
+        Some(IntOrString::Int(n)) => *n,
+        Some(IntOrString::String(s)) => s
+            .strip_suffix('%')
+            .and_then(|p| p.parse::<i32>().ok())
+            .map_or(0, |p| (total * p + 99) / 100),
+    }
+}
+
+/// The warning for `kind ns/name` that fixes one address and runs `at_once` pods (`how`).
+fn warning(kind: &str, ns: &str, name: &str, at_once: i32, how: &str, fix: &str) -> String {
+    format!(
+        "pinip: {kind} {ns}/{name} fixes one address per family ({IP}) but can run {at_once} pods at once ({how}); all but one will be denied while the address is held: {fix}"
+    )
+}
+
+/// The warnings for a workload object of `kind` (as JSON), empty when none apply.
+pub fn workload_warnings(kind: &str, ns: &str, obj: serde_json::Value) -> Vec<String> {
+    let w = |at_once: i32, how: String, fix: &str, name: Option<String>| {
+        (at_once > 1)
+            .then(|| warning(kind, ns, &name.unwrap_or_default(), at_once, &how, fix))
+            .into_iter()
+            .collect()
+    };
+    match kind {
+        "Deployment" => {
+            let Ok(d) = serde_json::from_value::<Deployment>(obj) else {
+                return Vec::new();
+            };
+            let spec = &d.spec;
+            if !fixes_address(&spec.template) {
+                return Vec::new();
+            }
+            let replicas = spec.replicas.unwrap_or(1);
+            let strategy = spec.strategy.as_ref();
+            let recreate = strategy.and_then(|s| s.type_.as_deref()) == Some("Recreate");
+            let extra = if recreate {
+                0
+            } else {
+                surge(
+                    strategy
+                        .and_then(|s| s.rolling_update.as_ref())
+                        .and_then(|r| r.max_surge.as_ref()),
+                    replicas,
+                )
+            };
+            w(
+                replicas + extra,
+                format!("replicas {replicas} + maxSurge {extra}"),
+                "use replicas 1 with strategy Recreate or maxSurge 0, or drop pinip.io/ip",
+                d.metadata.name,
+            )
+        }
+        "StatefulSet" => {
+            let Ok(s) = serde_json::from_value::<StatefulSet>(obj) else {
+                return Vec::new();
+            };
+            if !fixes_address(&s.spec.template) {
+                return Vec::new();
+            }
+            let replicas = s.spec.replicas.unwrap_or(1);
+            w(
+                replicas,
+                format!("replicas {replicas}"),
+                "drop pinip.io/ip: every ordinal keeps an address of its own by default",
+                s.metadata.name,
+            )
+        }
+        "DaemonSet" => {
+            let Ok(d) = serde_json::from_value::<DaemonSet>(obj) else {
+                return Vec::new();
+            };
+            if !fixes_address(&d.spec.template) {
+                return Vec::new();
+            }
+            w(
+                2,
+                "one per node".into(),
+                "drop pinip.io/ip, or select a single node",
+                d.metadata.name,
+            )
+        }
+        "Job" => {
+            let Ok(j) = serde_json::from_value::<Job>(obj) else {
+                return Vec::new();
+            };
+            let Some(spec) = j.spec.as_ref().filter(|s| fixes_address(&s.template)) else {
+                return Vec::new();
+            };
+            let parallelism = spec.parallelism.unwrap_or(1);
+            w(
+                parallelism,
+                format!("parallelism {parallelism}"),
+                "use parallelism 1, or drop pinip.io/ip",
+                j.metadata.name,
+            )
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn template(ip: bool) -> serde_json::Value {
+        let ann = if ip {
+            json!({"pinip.io/ip": "10.0.0.5"})
+        } else {
+            json!({})
+        };
+        json!({"metadata": {"annotations": ann}, "spec": {"containers": []}})
+    }
+
+    fn deploy(replicas: i32, strategy: serde_json::Value, ip: bool) -> serde_json::Value {
+        json!({"metadata": {"name": "web"}, "spec": {"replicas": replicas, "selector": {},
+            "strategy": strategy, "template": template(ip)}})
+    }
+
+    #[test]
+    fn deployments() {
+        let warn = |v| workload_warnings("Deployment", "ns", v);
+        // Default rolling update: 1 replica + 25% surge rounded up = 2 pods at once.
+        let got = warn(deploy(1, json!({}), true));
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].contains("Deployment ns/web") && got[0].contains("2 pods at once"),
+            "{got:?}"
+        );
+        assert!(warn(deploy(1, json!({"type": "Recreate"}), true)).is_empty());
+        assert!(
+            warn(deploy(
+                1,
+                json!({"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+                true
+            ))
+            .is_empty()
+        );
+        assert!(!warn(deploy(2, json!({"type": "Recreate"}), true)).is_empty());
+        assert!(warn(deploy(3, json!({}), false)).is_empty());
+        assert_eq!(surge(Some(&IntOrString::String("50%".into())), 3), 2);
+    }
+
+    #[test]
+    fn statefulsets_daemonsets_jobs() {
+        let sts = |n: i32| json!({"metadata": {"name": "db"}, "spec": {"replicas": n, "selector": {}, "serviceName": "db", "template": template(true)}});
+        assert!(workload_warnings("StatefulSet", "ns", sts(1)).is_empty());
+        assert_eq!(workload_warnings("StatefulSet", "ns", sts(2)).len(), 1);
+        let ds = json!({"metadata": {"name": "agent"}, "spec": {"selector": {}, "template": template(true)}});
+        assert_eq!(workload_warnings("DaemonSet", "ns", ds).len(), 1);
+        let job = |p: i32| json!({"metadata": {"name": "j"}, "spec": {"parallelism": p, "template": template(true)}});
+        assert!(workload_warnings("Job", "ns", job(1)).is_empty());
+        assert_eq!(workload_warnings("Job", "ns", job(3)).len(), 1);
+        assert!(workload_warnings("Job", "ns", json!("garbage")).is_empty());
+    }
+}

@@ -20,8 +20,10 @@ pub struct Args {
     /// Address and port for /healthz, /readyz and /metrics (plain HTTP).
     #[arg(long, env = "PINIP_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
     pub metrics_listen: SocketAddr,
-    /// A Reserved claim whose pod has not appeared this long after it was reserved
-    /// (status.reservedAt, else its creation) is reclaimed: deleted, or Released when retained.
+    /// A claim reserved for a pod that has not appeared this long after it was reserved
+    /// (spec.pod.reservedAt, else its creation) is reclaimed, once the API server confirms no
+    /// live pod uses it: deleted, or Released when retained. Keep it above the longest a pod's
+    /// admission can take.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub reclaim_grace: Duration,
     /// Delete a StatefulSet's retained claims whose ordinal is >= its replicas once their pod
@@ -37,8 +39,9 @@ pub struct Args {
     /// API writes carried out in parallel during one reconcile.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
-    /// A pod that names a claim which does not exist is reported as a conflict only when it is
-    /// at least this old (the claim may be in flight from the webhook).
+    /// A pod that names a claim which does not exist, or does not record it as holder, is
+    /// reported as a conflict only when it is at least this old (the claim or its handover
+    /// may be in flight from the webhook).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub conflict_settle: Duration,
     #[command(flatten)]

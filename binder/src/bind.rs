@@ -1,17 +1,20 @@
 //! The binder's decisions: pure functions from a snapshot of claims, pods and workloads to the
 //! writes that bring the claims in line with the pods. `reconcile.rs` carries them out.
 //!
-//! - A claim named by a live pod's `pinip.io/allocation`, with the same address and pool and
-//!   the same owner identity, is bound to that pod: `spec.pod` (name, uid), `spec.node` once
-//!   the pod is scheduled, phase Reserved until then and Bound after.
+//! - A claim is bound only to the holder it records (`spec.pod`, written by the webhook when it
+//!   handed the claim over: the pod's name, or its `generateName` before the API server named
+//!   it), when that live pod's `pinip.io/allocation` names the claim's exact address and pool:
+//!   `spec.pod.uid`, `spec.node` once the pod is scheduled, phase Reserved until then and Bound
+//!   after. Owner identity never decides who holds a claim.
 //! - A claim whose pod is gone is deleted (retain `none`) or Released (retained), unless its
 //!   workload is gone too (deleted) or `--release-on-scale-down` applies (deleted).
 //! - A Reserved claim no pod has taken is reclaimed once the grace period since it was
 //!   reserved is over: deleted, or Released when retained. Never earlier: the pod may still be
 //!   in admission.
-//! - A live pod naming a claim that does not back it (missing, other address or pool, other
-//!   owner, bound to another live pod) is a conflict: reported, never resolved by moving the
-//!   claim.
+//! - A live pod naming a claim that does not back it (missing, other address or pool, another
+//!   recorded holder) is a conflict: reported, never resolved by moving the claim.
+//! - Every release or delete is confirmed against the API server before it is written
+//!   (`reconcile.rs`, `pinip_index::confirm_free`).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -19,11 +22,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use pinip_api::annotations::{ALLOCATION, Allocation, Retain};
-use pinip_api::owner::{self, same_owner};
+use pinip_api::owner::{self, Controllers};
 use pinip_api::{ClaimPhase, IPClaim, Owner, PodRef};
 
 use crate::workload::{Presence, WORKLOAD_ANNOTATION, WorkloadRef};
@@ -64,28 +66,23 @@ pub struct NamedIp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodInfo {
     pub key: PodKey,
+    /// The `generateName` the pod was created with, if any.
+    pub generate_name: Option<String>,
     pub node: Option<String>,
     /// Succeeded or Failed: its sandbox is gone, it holds no address any more.
     pub terminal: bool,
     pub created: Option<Timestamp>,
-    pub owner: Owner,
-    /// The controller that keeps the pod's retained addresses (the Deployment behind a
-    /// ReplicaSet); `None` for a bare pod, or while its ReplicaSet is not known yet.
+    /// The verified workload that keeps the pod's retained addresses (the Deployment behind a
+    /// ReplicaSet); `None` for a pod that is its own owner, or while the caches do not know
+    /// its controller yet.
     pub workload: Option<WorkloadRef>,
     pub ips: Vec<NamedIp>,
 }
 
-/// How a ReplicaSet is controlled: `None` when the ReplicaSet is not known (yet),
-/// `Some(None)` when it has no controller.
-pub type ReplicaSetController = Option<Option<OwnerReference>>;
-
 impl PodInfo {
     /// `Ok(None)` for a pod without allocation; `Err` (with the reason) for one that cannot be
-    /// read. `rs_controller(namespace, name)` answers from the ReplicaSet watch.
-    pub fn read(
-        pod: &Pod,
-        rs_controller: impl Fn(&str, &str) -> ReplicaSetController,
-    ) -> Result<Option<PodInfo>, String> {
+    /// read. `controllers` answers from the workload watches (the shared owner resolver).
+    pub fn read(pod: &Pod, controllers: &dyn Controllers) -> Result<Option<PodInfo>, String> {
         let Some(raw) = pod.annotations().get(ALLOCATION) else {
             return Ok(None);
         };
@@ -107,23 +104,9 @@ impl PodInfo {
                 pool: ip.pool.clone(),
             })
             .collect();
-        let owner = owner::identify(pod, &namespace, |rs| {
-            rs_controller(&namespace, rs)
-                .flatten()
-                .map(|o| (o.kind, o.name))
-        });
-        let controller = owner::controller_ref(pod);
-        let workload = controller.and_then(|c| {
-            if c.kind == "ReplicaSet" && c.api_version.starts_with("apps/") {
-                match rs_controller(&namespace, &c.name) {
-                    Some(Some(deploy)) => Some(WorkloadRef::from_owner_ref(&namespace, &deploy)),
-                    Some(None) => Some(WorkloadRef::from_owner_ref(&namespace, c)),
-                    None => None,
-                }
-            } else {
-                Some(WorkloadRef::from_owner_ref(&namespace, c))
-            }
-        });
+        let workload = owner::resolve(pod, &namespace, controllers)
+            .ok()
+            .and_then(|r| r.workload);
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         Ok(Some(PodInfo {
             key: PodKey {
@@ -131,6 +114,7 @@ impl PodInfo {
                 name,
                 uid,
             },
+            generate_name: pod.metadata.generate_name.clone().filter(|g| !g.is_empty()),
             node: pod
                 .spec
                 .as_ref()
@@ -138,7 +122,6 @@ impl PodInfo {
                 .filter(|n| !n.is_empty()),
             terminal: matches!(phase, Some("Succeeded" | "Failed")),
             created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            owner,
             workload,
             ips,
         }))
@@ -158,7 +141,7 @@ pub struct ClaimInfo {
     pub node: Option<String>,
     pub phase: ClaimPhase,
     pub retain: Retain,
-    /// When it was last reserved (status.reservedAt), else created.
+    /// When it was last handed to a pod (`spec.pod.reservedAt`), else created.
     pub since: Option<Timestamp>,
     pub workload: Option<WorkloadRef>,
     pub deleting: bool,
@@ -180,12 +163,7 @@ impl ClaimInfo {
             .annotations()
             .get(WORKLOAD_ANNOTATION)
             .and_then(|v| WorkloadRef::parse(&c.spec.owner.namespace, v).ok());
-        let since = c
-            .status
-            .as_ref()
-            .and_then(|s| s.reserved_at.as_ref())
-            .or(c.metadata.creation_timestamp.as_ref())
-            .map(|t| t.0);
+        let since = c.reserved_since();
         Ok(ClaimInfo {
             name,
             uid: c.metadata.uid.clone().unwrap_or_default(),
@@ -193,7 +171,11 @@ impl ClaimInfo {
             address,
             pool: c.spec.pool.clone(),
             owner: c.spec.owner.clone(),
-            pod: c.spec.pod.clone().filter(|p| !p.name.is_empty()),
+            pod: c
+                .spec
+                .pod
+                .clone()
+                .filter(|p| !p.name.is_empty() || !p.generate_name.is_empty()),
             node: c.spec.node.clone().filter(|n| !n.is_empty()),
             phase: c.phase(),
             retain,
@@ -203,11 +185,21 @@ impl ClaimInfo {
         })
     }
 
+    /// The holder this claim records, for messages.
+    pub fn holder_shown(&self) -> String {
+        let ns = &self.owner.namespace;
+        match &self.pod {
+            Some(p) if !p.name.is_empty() => format!("pod {ns}/{}", p.name),
+            Some(p) => format!("a pod {ns}/{}* being created", p.generate_name),
+            None => "no pod".into(),
+        }
+    }
+
     /// The pod this claim was last bound to, if it recorded one.
     fn bound_pod(&self) -> Option<PodKey> {
         self.pod
             .as_ref()
-            .filter(|p| !p.uid.is_empty())
+            .filter(|p| !p.uid.is_empty() && !p.name.is_empty())
             .map(|p| PodKey {
                 namespace: self.owner.namespace.clone(),
                 name: p.name.clone(),
@@ -350,10 +342,8 @@ pub enum ConflictReason {
     MissingClaim,
     /// The claim backs another address or pool.
     Mismatch { address: String, pool: String },
-    /// The claim belongs to another owner.
-    OtherOwner { holder: String },
-    /// The claim is bound to another live pod.
-    HeldBy { pod: String },
+    /// The claim records another holder (or none).
+    NotHolder { holder: String },
 }
 
 impl ConflictReason {
@@ -361,8 +351,7 @@ impl ConflictReason {
         match self {
             ConflictReason::MissingClaim => "missing_claim",
             ConflictReason::Mismatch { .. } => "mismatch",
-            ConflictReason::OtherOwner { .. } => "other_owner",
-            ConflictReason::HeldBy { .. } => "held_by_other_pod",
+            ConflictReason::NotHolder { .. } => "not_holder",
         }
     }
 }
@@ -388,13 +377,9 @@ impl fmt::Display for Conflict {
                 f,
                 "{ALLOCATION} names {addr}, but IPClaim {claim} backs {address} in pool {pool}"
             ),
-            ConflictReason::OtherOwner { holder } => write!(
+            ConflictReason::NotHolder { holder } => write!(
                 f,
-                "{ALLOCATION} names {addr}, but IPClaim {claim} belongs to {holder}"
-            ),
-            ConflictReason::HeldBy { pod } => write!(
-                f,
-                "{ALLOCATION} names {addr}, but IPClaim {claim} is bound to live pod {pod}"
+                "{ALLOCATION} names {addr}, but IPClaim {claim} is held by {holder}"
             ),
         }
     }
@@ -453,9 +438,19 @@ pub fn plan<W: Workloads>(world: &World<'_, W>, policy: &Policy) -> Plan {
             .get(c.name.as_str())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
+        if world.in_flight.contains(&c.name) {
+            // Our last write to it is not in the watch yet: neither decided nor judged.
+            continue;
+        }
         let holder = choose_holder(c, namers);
         for (p, ip) in namers {
             if holder.is_some_and(|h| h.key.uid == p.key.uid) {
+                continue;
+            }
+            // The claim's watch may not show the webhook's handover to this pod yet.
+            let settled = p.created.and_then(|t| after(t, policy.conflict_settle));
+            if let Some(at) = settled.filter(|at| *at > world.now) {
+                plan.wake(at, world.now);
                 continue;
             }
             let reason = if !backs(c, ip) {
@@ -463,13 +458,9 @@ pub fn plan<W: Workloads>(world: &World<'_, W>, policy: &Policy) -> Plan {
                     address: c.address.to_string(),
                     pool: c.pool.clone(),
                 }
-            } else if !same_owner(&c.owner, &p.owner) {
-                ConflictReason::OtherOwner {
-                    holder: owner::holder(&c.owner),
-                }
             } else {
-                ConflictReason::HeldBy {
-                    pod: holder.map(|h| h.key.to_string()).unwrap_or_default(),
+                ConflictReason::NotHolder {
+                    holder: c.holder_shown(),
                 }
             };
             plan.conflicts.push(Conflict {
@@ -478,9 +469,6 @@ pub fn plan<W: Workloads>(world: &World<'_, W>, policy: &Policy) -> Plan {
                 address: ip.address,
                 reason,
             });
-        }
-        if world.in_flight.contains(&c.name) {
-            continue;
         }
         let action = match holder {
             Some(p) => bind(c, p),
@@ -528,40 +516,32 @@ fn backs(c: &ClaimInfo, ip: &NamedIp) -> bool {
     ip.address == c.address && ip.pool == c.pool
 }
 
-/// The live pod that holds the claim: the pod it is bound to while that pod still names it,
-/// else the pod a fresh binding goes to (same address, pool and owner; the pod the webhook
-/// reserved it for by name first, then the oldest).
+/// The live pod that holds the claim: the holder it records, when that pod names exactly the
+/// claim's address and pool — by uid once bound, by name when reserved for a named pod, by
+/// `generateName` (oldest first) when reserved before the API server named the pod. Nobody
+/// else, whatever its owner: handing a claim to another pod is the webhook's write.
 fn choose_holder<'a>(c: &ClaimInfo, namers: &[(&'a PodInfo, &NamedIp)]) -> Option<&'a PodInfo> {
-    if let Some(bound) = c.bound_pod()
-        && let Some((p, _)) = namers
-            .iter()
-            .find(|(p, ip)| p.key.uid == bound.uid && backs(c, ip))
-    {
-        return Some(p);
-    }
-    let wanted = c.pod.as_ref().map(|p| p.name.as_str());
-    namers
+    let recorded = c.pod.as_ref()?;
+    let mine = namers
         .iter()
-        .filter(|(p, ip)| backs(c, ip) && same_owner(&c.owner, &p.owner))
-        .map(|(p, _)| *p)
-        .min_by(|a, b| {
-            let key = |p: &PodInfo| {
-                (
-                    Some(p.key.name.as_str()) != wanted,
-                    p.created,
-                    p.key.name.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        })
+        .filter(|(p, ip)| backs(c, ip) && p.key.namespace == c.owner.namespace)
+        .map(|(p, _)| *p);
+    if !recorded.name.is_empty() {
+        let uid = Some(recorded.uid.as_str()).filter(|u| !u.is_empty());
+        return mine
+            .filter(|p| p.key.name == recorded.name && uid.is_none_or(|u| p.key.uid == u))
+            .min_by_key(|p| p.created);
+    }
+    let prefix = recorded.generate_name.as_str();
+    mine.filter(|p| p.generate_name.as_deref() == Some(prefix) && p.key.name.starts_with(prefix))
+        .min_by(|a, b| (a.created, &a.key.name).cmp(&(b.created, &b.key.name)))
 }
 
 fn bind(c: &ClaimInfo, p: &PodInfo) -> Option<Action> {
-    let pod = PodRef {
-        name: p.key.name.clone(),
-        uid: p.key.uid.clone(),
-    };
-    let same_pod = c.pod.as_ref() == Some(&pod);
+    let same_pod = c
+        .pod
+        .as_ref()
+        .is_some_and(|r| r.name == p.key.name && r.uid == p.key.uid);
     let phase = if p.node.is_some() || (same_pod && c.phase == ClaimPhase::Bound) {
         ClaimPhase::Bound
     } else {
@@ -636,37 +616,29 @@ fn unheld<W: Workloads>(
             None => release(why),
         });
     }
+    // Reserved for a pod that has not appeared (by name or generateName), or Reserved with no
+    // record at all: its pod may still be in admission until the grace period is over.
+    if c.pod.is_some() || c.phase == ClaimPhase::Reserved {
+        let due = after(c.since?, policy.reclaim_grace)?;
+        if due > world.now {
+            plan.wake(due, world.now);
+            return None;
+        }
+        return Some(if retained {
+            release(Why::NeverAppeared)
+        } else {
+            delete(Why::NeverAppeared)
+        });
+    }
     match c.phase {
-        ClaimPhase::Released => {
-            if !retained {
-                return Some(delete(Why::NotRetained));
-            }
-            if c.pod.is_some() || c.node.is_some() {
-                // Released with a stale pod name: finish the release.
-                return Some(release(Why::NeverAppeared));
-            }
-            retained_end(c, world, policy, lookups).map(delete)
-        }
-        ClaimPhase::Bound => {
-            // Bound without a pod: a release whose status write did not happen.
-            Some(if retained {
-                release(Why::NeverAppeared)
-            } else {
-                delete(Why::NeverAppeared)
-            })
-        }
-        ClaimPhase::Reserved => {
-            let due = after(c.since?, policy.reclaim_grace)?;
-            if due > world.now {
-                plan.wake(due, world.now);
-                return None;
-            }
-            Some(if retained {
-                release(Why::NeverAppeared)
-            } else {
-                delete(Why::NeverAppeared)
-            })
-        }
+        ClaimPhase::Released if !retained => Some(delete(Why::NotRetained)),
+        ClaimPhase::Released => retained_end(c, world, policy, lookups).map(delete),
+        // Bound without a pod: a release whose status write did not happen.
+        _ => Some(if retained {
+            release(Why::NeverAppeared)
+        } else {
+            delete(Why::NeverAppeared)
+        }),
     }
 }
 
@@ -708,6 +680,8 @@ fn retained_end<W: Workloads>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use pinip_api::owner::Looked;
     use serde_json::{Value, json};
     use std::collections::BTreeMap;
 
@@ -778,26 +752,43 @@ mod tests {
             }
             _ => json!([]),
         };
+        let generate_name = (owner == "web").then_some("web-abc-");
         let p: Pod = serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": "ns", "uid": uid, "creationTimestamp": T0,
+                "generateName": generate_name,
                 "ownerReferences": refs, "annotations": {ALLOCATION: alloc(ips)}},
             "spec": {"containers": [], "nodeName": node},
         }))
         .unwrap();
-        PodInfo::read(&p, |_, rs| {
-            (rs == "web-abc").then(|| {
-                Some(OwnerReference {
-                    api_version: "apps/v1".into(),
-                    kind: "Deployment".into(),
-                    name: "web".into(),
-                    uid: "deploy-uid".into(),
-                    controller: Some(true),
-                    ..Default::default()
-                })
-            })
-        })
-        .unwrap()
-        .unwrap()
+        PodInfo::read(&p, &TestControllers).unwrap().unwrap()
+    }
+
+    /// StatefulSet `db`, ReplicaSet `web-abc` of Deployment `web`.
+    struct TestControllers;
+
+    impl Controllers for TestControllers {
+        fn look(&self, _: &str, kind: &str, _: &str, name: &str) -> Looked {
+            let found = |uid: &str, ctl: Option<OwnerReference>| Looked::Found {
+                uid: uid.into(),
+                controller: ctl,
+            };
+            match (kind, name) {
+                ("StatefulSet", "db") => found("sts-uid", None),
+                ("Deployment", "web") => found("deploy-uid", None),
+                ("ReplicaSet", "web-abc") => found(
+                    "rs-uid",
+                    Some(OwnerReference {
+                        api_version: "apps/v1".into(),
+                        kind: "Deployment".into(),
+                        name: "web".into(),
+                        uid: "deploy-uid".into(),
+                        controller: Some(true),
+                        ..Default::default()
+                    }),
+                ),
+                _ => Looked::Absent,
+            }
+        }
     }
 
     fn sts_owner(ordinal: i32) -> Value {
@@ -920,7 +911,13 @@ mod tests {
     fn generate_name_pod_binds_by_allocation() {
         // The webhook knew no pod name; the pod that names the claim takes it.
         let owner = json!({"kind": "Deployment", "namespace": "ns", "name": "web"});
-        let c = claim("10-0-0-6", "10.0.0.6/24", owner, "none", json!({}));
+        let c = claim(
+            "10-0-0-6",
+            "10.0.0.6/24",
+            owner,
+            "none",
+            json!({"spec": {"pod": {"generateName": "web-abc-"}}}),
+        );
         let p = pod(
             "web-abc-x1",
             "u9",
@@ -941,7 +938,13 @@ mod tests {
     #[test]
     fn retained_claim_records_workload_behind_replicaset() {
         let owner = json!({"kind": "Deployment", "namespace": "ns", "name": "web"});
-        let c = claim("10-0-0-6", "10.0.0.6/24", owner, "app", json!({}));
+        let c = claim(
+            "10-0-0-6",
+            "10.0.0.6/24",
+            owner,
+            "app",
+            json!({"spec": {"pod": {"generateName": "web-abc-"}}}),
+        );
         let p = pod(
             "web-abc-x1",
             "u9",
@@ -958,14 +961,15 @@ mod tests {
     }
 
     #[test]
-    fn statefulset_pod_recreated_elsewhere_is_followed() {
+    fn statefulset_pod_recreated_elsewhere_is_bound_after_the_handover() {
+        // The webhook handed the ordinal's claim to the new db-1 (name only, no uid yet).
         let c = claim(
             "10-0-0-7",
             "10.0.0.7/24",
             sts_owner(1),
             "ordinal",
             json!({
-            "spec": {"pod": {"name": "db-1", "uid": "old"}, "node": "node-1"}, "status": {"phase": "Bound"}}),
+            "spec": {"pod": {"name": "db-1"}}, "status": {"phase": "Released"}}),
         );
         let new = pod(
             "db-1",
@@ -974,18 +978,52 @@ mod tests {
             Some("node-3"),
             &[("10-0-0-7", "10.0.0.7/24")],
         );
-        let plan = run(&[c], &[new], &Known::default(), T3, &policy());
+        let plan = run(
+            &[c],
+            std::slice::from_ref(&new),
+            &Known::default(),
+            T3,
+            &policy(),
+        );
         let b = only_bind(&plan);
         assert_eq!(
-            (b.pod.uid.as_str(), b.node.as_deref(), b.event),
-            ("new", Some("node-3"), Some(Reason::IPBound))
+            (b.pod.uid.as_str(), b.node.as_deref(), b.phase, b.event),
+            (
+                "new",
+                Some("node-3"),
+                ClaimPhase::Bound,
+                Some(Reason::IPBound)
+            )
         );
-        assert!(b.write_spec && !b.write_status);
+        assert!(b.write_spec && b.write_status);
         let w = b.workload.clone().unwrap();
         assert_eq!(
             (w.kind.as_str(), w.uid.as_str()),
             ("StatefulSet", "sts-uid")
         );
+        // Without the handover, a pod of the same name is not the claim's holder: the claim
+        // is never moved to it; it is reported, and the release of the old pod's claim is
+        // left to the API check (which sees the live pod naming it).
+        let old = claim(
+            "10-0-0-7",
+            "10.0.0.7/24",
+            sts_owner(1),
+            "ordinal",
+            json!({
+            "spec": {"pod": {"name": "db-1", "uid": "old"}, "node": "node-1"}, "status": {"phase": "Bound"}}),
+        );
+        let plan = run(&[old], &[new], &Known::default(), T3, &policy());
+        assert!(
+            matches!(
+                &plan.actions[..],
+                [Action::Release {
+                    why: Why::PodGone(_),
+                    ..
+                }]
+            ),
+            "{plan:?}"
+        );
+        assert_eq!(plan.conflicts[0].reason.metric_label(), "not_holder");
     }
 
     #[test]
@@ -1230,7 +1268,8 @@ mod tests {
             "10.0.0.14/24",
             sts_owner(5),
             "app",
-            json!({"status": {"phase": "Reserved", "reservedAt": "2030-01-01T00:02:30Z"}}),
+            json!({"spec": {"pod": {"name": "x", "reservedAt": "2030-01-01T00:02:30Z"}},
+                "status": {"phase": "Released"}}),
         );
         let plan = run(&[taken], &[], &Known::default(), T3, &policy());
         assert!(plan.actions.is_empty());
@@ -1265,13 +1304,13 @@ mod tests {
             got,
             vec![
                 ("b", "mismatch"),
-                ("d", "other_owner"),
+                ("d", "not_holder"),
                 ("e", "missing_claim")
             ]
         );
         assert_eq!(
             plan.conflicts[1].to_string(),
-            "pinip.io/allocation names 10.0.0.15/24, but IPClaim 10-0-0-15 belongs to Pod ns/a"
+            "pinip.io/allocation names 10.0.0.15/24, but IPClaim 10-0-0-15 is held by pod ns/a"
         );
     }
 
@@ -1307,8 +1346,8 @@ mod tests {
         assert_eq!(plan.conflicts[0].pod.name, "web-abc-1");
         assert_eq!(
             plan.conflicts[0].reason,
-            ConflictReason::HeldBy {
-                pod: "ns/web-abc-2".into()
+            ConflictReason::NotHolder {
+                holder: "pod ns/web-abc-2".into()
             }
         );
     }
@@ -1329,7 +1368,7 @@ mod tests {
             "10.0.0.19/24",
             pod_owner("a"),
             "none",
-            json!({}),
+            json!({"spec": {"pod": {"name": "a"}}}),
         );
         let p = pod("a", "u1", "", None, &[("10-0-0-19", "10.0.0.19/24")]);
         let in_flight: HashSet<String> = ["10-0-0-19".to_string()].into();
@@ -1363,9 +1402,9 @@ mod tests {
         let p: Pod = serde_json::from_value(json!({
             "metadata": {"name": "p", "namespace": "n", "uid": "u", "annotations": {ALLOCATION: "{garbage"}}}))
         .unwrap();
-        assert!(PodInfo::read(&p, |_, _| None).is_err());
+        assert!(PodInfo::read(&p, &TestControllers).is_err());
         let plain: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap();
-        assert_eq!(PodInfo::read(&plain, |_, _| None), Ok(None));
+        assert_eq!(PodInfo::read(&plain, &TestControllers), Ok(None));
     }
 
     mod props {
@@ -1394,8 +1433,10 @@ mod tests {
                         .map(|(n, bound, scheduled, retain)| {
                             let retain = ["none", "ordinal", "app"][retain as usize];
                             let extra = match bound {
-                                Some(p) => json!({"spec": {"pod": {"name": format!("p{p}"), "uid": format!("u{p}")},
-                                    "node": if scheduled { Some("n") } else { None }}}),
+                                Some(p) if scheduled => json!({"spec": {"pod": {"name": format!("p{p}"), "uid": format!("u{p}")},
+                                    "node": "n"}}),
+                                // Handed over by the webhook: a name, no uid yet.
+                                Some(p) => json!({"spec": {"pod": {"name": format!("p{p}")}}}),
                                 None => json!({}),
                             };
                             claim(&format!("10-0-0-{n}"), &format!("10.0.0.{n}/24"), pod_owner("p0"), retain, extra)
@@ -1411,10 +1452,7 @@ mod tests {
                                 .map(|c| (format!("10-0-0-{c}"), format!("10.0.0.{}/24", c + addr_skew / 2)))
                                 .collect();
                             let ips: Vec<(&str, &str)> = ips.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-                            let mut p = pod(&format!("p{n}"), &format!("u{n}"), "", scheduled.then_some("n"), &ips);
-                            // Every pod has owner Pod/p0 so that owners match often.
-                            p.owner.name = "p0".into();
-                            p
+                            pod(&format!("p{n}"), &format!("u{n}"), "", scheduled.then_some("n"), &ips)
                         })
                         .collect();
                     (claims, pods, secs)
@@ -1440,10 +1478,14 @@ mod tests {
                     let c = claims.iter().find(|c| c.name == a.claim()).unwrap();
                     match a {
                         Action::Bind(b) => {
-                            // Binds only to a live pod that names exactly this claim's address.
+                            // Binds only to a live pod that names exactly this claim's address,
+                            // and only to the holder the claim records.
                             let p = pods.iter().find(|p| p.key == b.pod).unwrap();
                             prop_assert!(!p.terminal);
                             prop_assert!(p.ips.iter().any(|ip| ip.claim == c.name && ip.address == c.address));
+                            let r = c.pod.as_ref().expect("a holder is recorded");
+                            prop_assert_eq!(&r.name, &p.key.name);
+                            prop_assert!(r.uid.is_empty() || r.uid == p.key.uid);
                         }
                         Action::Release { .. } | Action::Delete { .. } => {
                             // Never takes an address from a live pod it is bound to and that names it.

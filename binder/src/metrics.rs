@@ -50,6 +50,8 @@ pub struct Metrics {
     pub writes: Family<WriteLabels, Counter>,
     /// Reservations no pod took within the grace period, reclaimed.
     pub reclaimed: Counter,
+    /// Releases and deletes not written because the API server showed a live holder.
+    pub kept_held: Counter,
     /// Pods whose allocation names an address their claim does not back, by reason.
     pub conflicts: Family<ReasonLabels, Counter>,
     pub pool_status_writes: Counter,
@@ -86,6 +88,12 @@ impl Default for Metrics {
             "IPClaim writes (bind, release, delete), by action and reason",
             writes.clone(),
         );
+        let kept_held = Counter::default();
+        registry.register(
+            "kept_held",
+            "Releases and deletes not written because a live pod still held the claim (checked against the API server)",
+            kept_held.clone(),
+        );
         let reclaimed = Counter::default();
         registry.register(
             "reclaimed",
@@ -119,6 +127,7 @@ impl Default for Metrics {
             reconcile_seconds,
             writes,
             reclaimed,
+            kept_held,
             conflicts,
             pool_status_writes,
             leader,

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use pinip_api::{ClaimPhase, IPClaim, IPPool, IPPoolStatus};
+use pinip_index::confirm_free;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -179,7 +180,7 @@ impl Reconciler {
         }
         let mut pods = Vec::new();
         for p in &raw_pods {
-            match PodInfo::read(p, |ns, rs| ctx.index.replicaset_controller(ns, rs)) {
+            match PodInfo::read(p, &ctx.index.workloads) {
                 Ok(Some(info)) => pods.push(info),
                 Ok(None) => {}
                 Err(why) => {
@@ -379,12 +380,30 @@ fn claim_err(claim: &str) -> impl Fn(kube::Error) -> Error + '_ {
 /// Carries out one decision.
 async fn execute(ctx: &Context, action: Action) -> Result<Done, Error> {
     let api: Api<IPClaim> = Api::all(ctx.client.clone());
-    if let Some(Why::PodGone(pod)) = action.why()
-        && pod_alive(ctx, pod).await?
-    {
-        // Our pod watch lags behind the API server (e.g. a standby that just took over).
-        tracing::debug!(claim = %action.claim(), pod = %pod, "pod still alive; not releasing");
-        return Ok(Done::Skipped);
+    if action.why().is_some() {
+        // Whatever the reason, no claim a live pod uses is released: ask the API server (our
+        // watches may lag, e.g. a standby that just took over), right before the write. The
+        // write itself is guarded by the version decided on, so a handover in between fails
+        // it.
+        let Some(claim) = ctx.index.claims.get(&ObjectRef::new(action.claim())) else {
+            return Ok(Done::Skipped);
+        };
+        let free = confirm_free(
+            &ctx.client,
+            &claim,
+            Timestamp::now(),
+            ctx.policy.reclaim_grace,
+        )
+        .await
+        .map_err(|source| Error::Pod {
+            pod: format!("holder of IPClaim {}", action.claim()),
+            source,
+        })?;
+        if let Err(held) = free {
+            ctx.metrics.kept_held.inc();
+            tracing::info!(claim = %action.claim(), held_by = %held, reason = ?action.why().map(Why::metric_label), "claim still held; not releasing");
+            return Ok(Done::Skipped);
+        }
     }
     let label = |action: &'static str, reason: &'static str| WriteLabels { action, reason };
     match &action {
@@ -523,22 +542,6 @@ async fn bind_claim(api: &Api<IPClaim>, b: &Bind) -> Result<Vec<String>, Error> 
             .map_err(claim_err(&b.claim))?;
     }
     Ok(stale)
-}
-
-/// Asks the API server (not the cache) whether the pod still exists and runs.
-async fn pod_alive(ctx: &Context, pod: &PodKey) -> Result<bool, Error> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace);
-    let found = api.get_opt(&pod.name).await.map_err(|source| Error::Pod {
-        pod: pod.to_string(),
-        source,
-    })?;
-    Ok(found.is_some_and(|p| {
-        p.metadata.uid.as_deref() == Some(pod.uid.as_str())
-            && !matches!(
-                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            )
-    }))
 }
 
 async fn event(ctx: &Context, pod: &PodKey, reason: Reason, note: String) {

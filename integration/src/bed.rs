@@ -416,8 +416,11 @@ fn conflist(
         Ipam::Pinip { .. } => json!({"type": "pinip", "kubeconfig": cni_kubeconfig}),
     };
     let mut plugin = match opts.main_plugin {
+        // An L2 bridge (the pools' gateways are routers outside the node, as with macvlan):
+        // with isGateway the bridge takes the first pod's gateway address, and a pod of a pool
+        // with another gateway then fails ("cni0 already has an IP address different from").
         MainPlugin::Bridge => json!({
-            "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "ipam": ipam,
+            "type": "bridge", "bridge": "cni0", "isGateway": false, "ipMasq": false, "ipam": ipam,
         }),
         MainPlugin::Macvlan => json!({
             "type": "macvlan", "master": nodenet::MACVLAN_MASTER, "mode": "bridge", "ipam": ipam,

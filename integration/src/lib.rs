@@ -8,6 +8,7 @@ pub mod bed;
 pub mod binders;
 pub mod cni;
 pub mod controlplane;
+pub mod invariants;
 pub mod lb;
 pub mod netns;
 pub mod node;
@@ -16,6 +17,7 @@ pub mod pinip;
 pub mod pki;
 pub mod process;
 pub mod secret_volume;
+pub mod stack;
 pub mod wait;
 
 pub use bed::{Bed, BedOptions, Ipam, MainPlugin};

@@ -1,6 +1,7 @@
 //! `testbed`: run pinip's test bed by hand.
 //!
 //!   cargo run -p pinip-integration -- up      # start, print how to reach it, run until Ctrl-C
+//!   cargo run -p pinip-integration -- up --with-pinip [--cni macvlan]   # … with pinip running
 //!   cargo run -p pinip-integration -- env     # print `export KUBECONFIG=…` for a running bed
 //!   cargo run -p pinip-integration -- down    # stop a running bed
 
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use pinip_integration::pinip;
+use pinip_integration::stack::{Stack, StackOptions};
 use pinip_integration::{Bed, BedOptions, Ipam, MainPlugin};
 
 #[derive(Parser, Debug)]
@@ -39,6 +42,12 @@ enum Cmd {
         /// Delegate IPAM to the pinip plugin found in this directory instead of host-local.
         #[arg(long)]
         pinip_bin_dir: Option<PathBuf>,
+        /// Run pinip on the bed as the manifests configure it: CRDs and RBAC, two webhook
+        /// replicas, two binders, the example pools (`manifests/examples/ippools.yaml`), and
+        /// namespace `demo` labelled `pinip.io/enabled=true`. Needs `cargo build --workspace
+        /// --bins` first.
+        #[arg(long, conflicts_with = "pinip_bin_dir")]
+        with_pinip: bool,
     },
     /// Print the environment for kubectl and tests against the running bed.
     Env,
@@ -62,6 +71,7 @@ async fn main() -> Result<()> {
             nodes,
             cni,
             pinip_bin_dir,
+            with_pinip,
         } => {
             if let Ok(pid) = std::fs::read_to_string(&pidfile)
                 && alive(pid.trim().parse().unwrap_or(0))
@@ -75,14 +85,46 @@ async fn main() -> Result<()> {
                 Some(bin_dir) => Ipam::Pinip { bin_dir },
                 None => Ipam::HostLocal,
             };
-            let mut bed = Bed::start(BedOptions {
+            let opts = BedOptions {
                 nodes,
                 main_plugin: cni,
                 ipam,
                 dir: Some(cli.dir.clone()),
                 ..Default::default()
-            })
-            .await?;
+            };
+            let (mut stack, mut plain) = (None, None);
+            if with_pinip {
+                let s = Stack::start(StackOptions {
+                    bed: opts,
+                    ..Default::default()
+                })
+                .await?;
+                pinip::kubectl(
+                    &s.bed,
+                    &[
+                        "apply",
+                        "-f",
+                        &format!("{}/examples/ippools.yaml", pinip::MANIFESTS),
+                    ],
+                )?;
+                s.bed
+                    .namespace("demo", serde_json::json!({"pinip.io/enabled": "true"}))
+                    .await?;
+                eprintln!(
+                    "pinip: webhooks {} (replicas on {:?}), binders on {:?}; pools from manifests/examples/ippools.yaml; namespace demo is enabled\n  try: kubectl -n demo run web --image=x --restart=Never && kubectl get ipp,ipc",
+                    s.hooks.url(),
+                    s.hooks.ports,
+                    s.binders.ports
+                );
+                stack = Some(s);
+            } else {
+                plain = Some(Bed::start(opts).await?);
+            }
+            let bed: &mut Bed = match (&mut stack, &mut plain) {
+                (Some(s), _) => &mut s.bed,
+                (None, Some(b)) => b,
+                (None, None) => unreachable!("one of them was started"),
+            };
             std::fs::write(&pidfile, std::process::id().to_string())?;
             eprintln!(
                 "test bed ready in {:.1}s: {} nodes; logs in {}\n  export KUBECONFIG={}",
@@ -108,6 +150,7 @@ async fn main() -> Result<()> {
             }
             eprintln!("tearing down");
             bed.teardown();
+            drop(stack);
             let _ = std::fs::remove_file(&pidfile);
             Ok(())
         }

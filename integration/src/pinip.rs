@@ -101,9 +101,26 @@ pub struct Webhooks {
     pub lb: LoadBalancer,
     pub tls_dir: PathBuf,
     pub ca_pem: String,
+    /// How each replica was started (binary, flags, log), to start it again.
+    launch: Vec<(PathBuf, Vec<String>, PathBuf)>,
 }
 
 impl Webhooks {
+    /// SIGKILLs replica `i` (mid-request, as a node crash would) and starts it again on the
+    /// same port; returns once it is ready.
+    pub async fn kill_and_restart(&mut self, i: usize) -> Result<()> {
+        if let Some(pid) = self.procs[i].pid() {
+            // SAFETY: signalling our own child's process group.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+        self.procs[i].stop(Duration::from_secs(1));
+        let (bin, args, log) = &self.launch[i];
+        self.procs[i] = Proc::spawn(&format!("pinip-webhook-{i}"), bin, args, log)?;
+        wait_ready(&mut self.procs[i], self.ports[i]).await
+    }
+
     /// By name, so that a certificate for `localhost` (as pinip-certs issues) verifies.
     pub fn url(&self) -> String {
         format!("https://localhost:{}", self.lb.port)
@@ -151,6 +168,7 @@ pub async fn start_webhooks_with_tls(
     let bin = bin_dir()?.join("pinip-webhook");
     let mut procs = Vec::new();
     let mut ports = Vec::new();
+    let mut launch = Vec::new();
     for i in 0..replicas {
         let port = free_port()?;
         let mut a: Vec<String> = vec![
@@ -160,14 +178,12 @@ pub async fn start_webhooks_with_tls(
             "--tls-reload-interval=1s".into(),
         ];
         a.extend(args.iter().map(|s| s.to_string()));
-        procs.push(Proc::spawn(
-            &format!("pinip-webhook-{i}"),
-            &bin,
-            &a,
-            &bed.dir
-                .join("logs")
-                .join(format!("pinip-webhook-{port}.log")),
-        )?);
+        let log = bed
+            .dir
+            .join("logs")
+            .join(format!("pinip-webhook-{port}.log"));
+        procs.push(Proc::spawn(&format!("pinip-webhook-{i}"), &bin, &a, &log)?);
+        launch.push((bin.clone(), a, log));
         ports.push(port);
     }
     for (p, port) in procs.iter_mut().zip(&ports) {
@@ -180,6 +196,7 @@ pub async fn start_webhooks_with_tls(
         lb,
         tls_dir,
         ca_pem: String::new(),
+        launch,
     })
 }
 

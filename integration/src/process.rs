@@ -2,7 +2,6 @@
 //! process that started it, also when a test panics, is interrupted or killed; and is stopped
 //! with SIGTERM then SIGKILL when its handle is dropped.
 
-use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -16,9 +15,14 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `bin` with `args`, stdout and stderr appended to `log`.
+    /// Starts `bin` with `args`, stdout and stderr appended to `log` (a restart keeps what the
+    /// previous run wrote).
     pub fn spawn(name: &str, bin: &Path, args: &[String], log: &Path) -> Result<Proc> {
-        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(bin);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);

@@ -251,7 +251,7 @@ async fn binder_lifecycle() -> Result<()> {
     eprintln!("conflict reported: {}", conflict.note.unwrap_or_default());
     assert!(
         binders
-            .metric(0, "pinip_binder_conflicts_total{reason=\"other_owner\"}")
+            .metric(0, "pinip_binder_conflicts_total{reason=\"not_holder\"}")
             .await?
             >= 1.0
     );

@@ -1,0 +1,436 @@
+//! pinip's promise — one address, one live pod — attacked the way a tenant with ordinary
+//! rights (ClusterRole `edit` in one namespace) and everyday operations would, on one bed with
+//! macvlan nodes, two webhook replicas and two binders. Each case failed on the code before
+//! ownership was proven by writes (see the ownership issue): generateName pods lost their
+//! claim, a Deployment of 2 with one `pinip.io/ip` ran both pods on it, a forged ownerReference
+//! or a `db-00` pod took another pod's address, and a StatefulSet re-created at once ran on a
+//! claim the binder had deleted.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use pinip_api::IPClaim;
+use pinip_api::annotations::{ALLOCATION, Allocation};
+use pinip_integration::controlplane::upstream_bin_dir;
+use pinip_integration::invariants::Snapshot;
+use pinip_integration::stack::{Stack, StackOptions};
+use pinip_integration::wait::wait_for;
+use pinip_integration::{BedOptions, MainPlugin};
+use serde_json::{Value, json};
+
+const IMAGE: &str = "registry.invalid/none:1";
+
+fn pod(meta: Value, spec_extra: Value) -> Result<Pod> {
+    let mut spec = json!({"containers": [{"name": "app", "image": IMAGE}],
+        "terminationGracePeriodSeconds": 0});
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), spec_extra.as_object()) {
+        s.extend(extra.clone());
+    }
+    Ok(serde_json::from_value(
+        json!({"metadata": meta, "spec": spec}),
+    )?)
+}
+
+fn allocated(p: &Pod) -> Result<(String, String)> {
+    let a: Allocation = p
+        .annotations()
+        .get(ALLOCATION)
+        .with_context(|| format!("pod {} has no allocation", p.name_any()))?
+        .parse()?;
+    let ip = &a.interfaces[0].ips[0];
+    Ok((ip.claim.clone(), ip.address.addr().to_string()))
+}
+
+async fn denied(api: &Api<Pod>, p: &Pod) -> Result<String> {
+    match api.create(&PostParams::default(), p).await {
+        Ok(created) => bail!("pod {} was admitted", created.name_any()),
+        Err(kube::Error::Api(s)) => Ok(s.message),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn running(api: &Api<Pod>, name: &str) -> Result<Pod> {
+    wait_for(
+        &format!("pod {name} Running"),
+        Duration::from_secs(60),
+        || async {
+            let p = api.get_opt(name).await?;
+            Ok(p.filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
+        },
+    )
+    .await
+}
+
+async fn running_set(api: &Api<Pod>, selector: &str, n: usize) -> Result<Vec<Pod>> {
+    wait_for(
+        &format!("{n} pods {selector} Running"),
+        Duration::from_secs(90),
+        || async {
+            let up: Vec<Pod> = api
+                .list(&ListParams::default().labels(selector))
+                .await?
+                .items
+                .into_iter()
+                .filter(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                })
+                .collect();
+            Ok((up.len() == n).then_some(up))
+        },
+    )
+    .await
+}
+
+/// Waits until the claim records exactly this pod (name and uid).
+async fn bound(client: &Client, p: &Pod) -> Result<IPClaim> {
+    let (claim, _) = allocated(p)?;
+    let claims: Api<IPClaim> = Api::all(client.clone());
+    let (name, uid) = (p.name_any(), p.uid().unwrap_or_default());
+    wait_for(
+        &format!("claim {claim} bound to {name}"),
+        Duration::from_secs(20),
+        || async {
+            Ok(claims.get_opt(&claim).await?.filter(|c| {
+                c.spec
+                    .pod
+                    .as_ref()
+                    .is_some_and(|r| r.name == name && r.uid == uid)
+            }))
+        },
+    )
+    .await
+}
+
+/// No address on two live pods right now.
+async fn no_duplicates(client: &Client) -> Result<()> {
+    let dups = Snapshot::take(client).await?.duplicates();
+    ensure!(dups.is_empty(), "an address is on two live pods: {dups:?}");
+    Ok(())
+}
+
+/// Polls `no_duplicates` for `d`.
+async fn never_duplicated_for(client: &Client, d: Duration) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        no_duplicates(client).await?;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+/// Every live pod's allocation is backed by a claim that records it, once the binder settled.
+async fn settled(client: &Client) -> Result<()> {
+    let mut last = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let s = Snapshot::take(client).await?;
+        let dups = s.duplicates();
+        ensure!(dups.is_empty(), "an address is on two live pods: {dups:?}");
+        last = s.unbacked();
+        if last.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("live pods not backed by a claim that records them after 30s: {last:?}")
+}
+
+/// `kubectl apply -f -` of `obj` as the admin; its stderr (where kubectl prints warnings).
+fn kubectl_apply(stack: &Stack, obj: &Value) -> Result<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(upstream_bin_dir()?.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&stack.bed.kubeconfig)
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("kubectl stdin")?
+        .write_all(obj.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ownership_holds_against_tenants_and_replacements() -> Result<()> {
+    let stack = Stack::start(StackOptions {
+        bed: BedOptions {
+            main_plugin: MainPlugin::Macvlan,
+            ..Default::default()
+        },
+        webhook_args: vec!["--cooldown=0s".into(), "--reservation-hold=10s".into()],
+        binder_args: vec!["--reclaim-grace=5s".into()],
+        ..Default::default()
+    })
+    .await?;
+    stack
+        .pool(
+            "own",
+            json!({"cidr": "10.40.0.0/24", "gateway": "10.40.0.1", "default": true}),
+        )
+        .await?;
+    // Explicit addresses come from their own pool, so no default decision takes them first.
+    stack
+        .pool(
+            "fixed",
+            json!({"cidr": "10.45.0.0/24", "gateway": "10.45.0.1"}),
+        )
+        .await?;
+    generate_name_pod_keeps_its_claim(&stack)
+        .await
+        .context("case 1: a generateName pod keeps its claim")?;
+    one_fixed_address_serves_one_pod(&stack)
+        .await
+        .context("case 2: one fixed address serves one pod")?;
+    forged_owners_take_nothing(&stack)
+        .await
+        .context("case 3: forged owners take nothing")?;
+    statefulset_replaced_at_once(&stack)
+        .await
+        .context("case 4: a StatefulSet deleted and re-created at once")?;
+    settled(&stack.client).await
+}
+
+/// Case 1: a bare pod created with only generateName runs past the binder's reclaim grace
+/// with its claim bound; a second pod of the same prefix (the same owner identity) asking for
+/// that address is denied while the first lives.
+async fn generate_name_pod_keeps_its_claim(stack: &Stack) -> Result<()> {
+    let ns = stack
+        .bed
+        .temp_namespace("gen", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let tenant = stack.tenant(&ns).await?;
+    let pods: Api<Pod> = Api::namespaced(tenant.clone(), &ns);
+    let created = pods
+        .create(
+            &PostParams::default(),
+            &pod(json!({"generateName": "gen-"}), json!({}))?,
+        )
+        .await?;
+    let p = running(&pods, &created.name_any()).await?;
+    let (claim, ip) = allocated(&p)?;
+    bound(&stack.client, &p).await?;
+    // Past the reclaim grace (5 s) several times over: the claim stays with its pod.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let c = bound(&stack.client, &p).await?;
+    eprintln!(
+        "case 1: {} keeps {ip} (IPClaim {claim}) past the reclaim grace, recorded as {:?}",
+        p.name_any(),
+        c.spec.pod
+    );
+    let same_prefix = pod(
+        json!({"generateName": "gen-", "annotations": {"pinip.io/ip": ip}}),
+        json!({}),
+    )?;
+    let msg = denied(&pods, &same_prefix).await?;
+    ensure!(
+        msg.contains(&format!("is held by live pod {ns}/{}", p.name_any())),
+        "{msg}"
+    );
+    eprintln!("case 1: same owner identity denied: {msg}");
+    no_duplicates(&stack.client).await
+}
+
+/// Case 2: a Deployment of 2 whose template fixes one address runs one pod; the second is
+/// denied (the ReplicaSet records why), kubectl warns at creation, and a rolling update of a
+/// 1-replica Deployment with the default surge never has both pods on the address.
+async fn one_fixed_address_serves_one_pod(stack: &Stack) -> Result<()> {
+    let ns = stack
+        .bed
+        .temp_namespace("fixed", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let deploy = |replicas: i32, version: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "fixed", "namespace": ns},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "fixed"}},
+                "template": {"metadata": {"labels": {"app": "fixed", "version": version},
+                    "annotations": {"pinip.io/ip": "10.45.0.50"}},
+                    "spec": {"containers": [{"name": "app", "image": IMAGE}],
+                        "terminationGracePeriodSeconds": 0}}}})
+    };
+    let warnings = kubectl_apply(stack, &deploy(2, "1"))?;
+    ensure!(
+        warnings.contains("pinip: Deployment") && warnings.contains("3 pods at once"),
+        "no admission warning from kubectl: {warnings:?}"
+    );
+    eprintln!("case 2: kubectl warned: {}", warnings.trim());
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), &ns);
+    running_set(&pods, "app=fixed", 1).await?;
+    never_duplicated_for(&stack.client, Duration::from_secs(8)).await?;
+    let live = pods
+        .list(&ListParams::default().labels("app=fixed"))
+        .await?
+        .items;
+    ensure!(live.len() == 1, "{} pods exist for one address", live.len());
+    let events: Api<Event> = Api::namespaced(stack.client.clone(), &ns);
+    let failed = wait_for(
+        "the ReplicaSet's FailedCreate naming the holder",
+        Duration::from_secs(20),
+        || async {
+            Ok(events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|e| e.note)
+                .find(|n| n.contains("is held by live pod")))
+        },
+    )
+    .await?;
+    eprintln!("case 2: second replica denied: {failed}");
+
+    // One replica, then a rolling update with the default maxSurge: the new pod waits.
+    kubectl_apply(stack, &deploy(1, "1"))?;
+    running_set(&pods, "app=fixed", 1).await?;
+    kubectl_apply(stack, &deploy(1, "2"))?;
+    never_duplicated_for(&stack.client, Duration::from_secs(10)).await?;
+    let deployments: Api<Deployment> = Api::namespaced(stack.client.clone(), &ns);
+    deployments
+        .delete("fixed", &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+/// Case 3: a pod whose controller reference names the victim pod, and a pod `db-00` with a
+/// genuine controller reference to StatefulSet `db`, get neither the victim's nor `db-0`'s
+/// address.
+async fn forged_owners_take_nothing(stack: &Stack) -> Result<()> {
+    let ns = stack
+        .bed
+        .temp_namespace("forge", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let tenant = stack.tenant(&ns).await?;
+    let pods: Api<Pod> = Api::namespaced(tenant.clone(), &ns);
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            json!({"name": "victim", "annotations": {"pinip.io/ip": "10.45.0.60"}}),
+            json!({}),
+        )?,
+    )
+    .await?;
+    let victim = running(&pods, "victim").await?;
+    let forged = pod(
+        json!({"name": "thief", "annotations": {"pinip.io/ip": "10.45.0.60"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "victim",
+                "uid": victim.uid(), "controller": true}]}),
+        json!({}),
+    )?;
+    let msg = denied(&pods, &forged).await?;
+    ensure!(msg.contains("10.45.0.60"), "{msg}");
+    eprintln!("case 3: controller reference to the victim pod denied: {msg}");
+
+    let sets: Api<StatefulSet> = Api::namespaced(tenant.clone(), &ns);
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "app", "image": IMAGE}],
+                    "terminationGracePeriodSeconds": 0}}}}))?;
+    let sts = sets.create(&PostParams::default(), &sts).await?;
+    let db0 = running(&pods, "db-0").await?;
+    let (_, db0_ip) = allocated(&db0)?;
+    let owner = json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
+        "uid": sts.uid(), "controller": true}]);
+    // The same ordinal by a non-canonical name: admitted as its own owner, another address.
+    let impostor = pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                json!({"name": "db-00", "ownerReferences": owner}),
+                json!({"nodeSelector": {"pinip.test/nowhere": "yes"}}),
+            )?,
+        )
+        .await?;
+    let (_, got) = allocated(&impostor)?;
+    ensure!(got != db0_ip, "db-00 got db-0's address {got}");
+    // ... and asking for db-0's address outright is denied.
+    let msg = denied(
+        &pods,
+        &pod(
+            json!({"name": "db-000", "ownerReferences": owner,
+                "annotations": {"pinip.io/ip": db0_ip}}),
+            json!({}),
+        )?,
+    )
+    .await?;
+    eprintln!("case 3: db-00 got {got} (db-0 has {db0_ip}); db-000 asking for it: {msg}");
+    // A StatefulSet pod whose ordinal is free but whose set's uid is forged retains nothing.
+    let msg = denied(
+        &pods,
+        &pod(
+            json!({"name": "db-5", "annotations": {"pinip.io/retain": "ordinal"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
+                    "uid": "00000000-0000-0000-0000-000000000000", "controller": true}]}),
+            json!({}),
+        )?,
+    )
+    .await?;
+    ensure!(msg.contains("needs a verified owner"), "{msg}");
+    no_duplicates(&stack.client).await?;
+    sets.delete("db", &DeleteParams::default()).await?;
+    Ok(())
+}
+
+/// Case 4: a StatefulSet deleted and re-created at once (Helm/Argo "replace"), five rounds:
+/// after each, no address on two live pods and every pod's claim records it.
+async fn statefulset_replaced_at_once(stack: &Stack) -> Result<()> {
+    let ns = stack
+        .bed
+        .temp_namespace("replace", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let sets: Api<StatefulSet> = Api::namespaced(stack.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), &ns);
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "rep"},
+        "spec": {"replicas": 2, "serviceName": "rep", "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": "rep"}},
+            "template": {"metadata": {"labels": {"app": "rep"}},
+                "spec": {"containers": [{"name": "app", "image": IMAGE}],
+                    "terminationGracePeriodSeconds": 0}}}}))?;
+    sets.create(&PostParams::default(), &sts).await?;
+    running_set(&pods, "app=rep", 2).await?;
+    for round in 1..=5 {
+        sets.delete("rep", &DeleteParams::background()).await?;
+        wait_for(
+            "the old StatefulSet gone",
+            Duration::from_secs(30),
+            || async { Ok(sets.get_opt("rep").await?.is_none().then_some(())) },
+        )
+        .await?;
+        sets.create(&PostParams::default(), &sts).await?;
+        let up = running_set(&pods, "app=rep", 2).await?;
+        for p in &up {
+            bound(&stack.client, p).await?;
+        }
+        settled(&stack.client).await?;
+        let ips: Vec<String> = up
+            .iter()
+            .map(|p| allocated(p).map(|a| a.1))
+            .collect::<Result<_>>()?;
+        eprintln!("case 4: round {round}: pods on {ips:?}, every claim records its pod");
+    }
+    sets.patch(
+        "rep",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 0}})),
+    )
+    .await?;
+    sets.delete("rep", &DeleteParams::default()).await?;
+    Ok(())
+}

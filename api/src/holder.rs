@@ -132,7 +132,17 @@ pub enum Observed<'a> {
 /// Released with no holder, or the recorded holder verifiably gone — not found, another pod of
 /// that name, Succeeded/Failed, or never created once admission is over — and no live pod's
 /// allocation naming the claim among those asked.
-pub fn check_free(claim: &IPClaim, observed: &Observed<'_>, settled: bool) -> Result<(), Held> {
+///
+/// `for_pod`: the name of the pod the claim would go to, when known. A reservation for that
+/// same name whose pod does not exist is an earlier attempt to create this very pod (a later
+/// admission step refused it, and its controller retries): pod names are unique in a
+/// namespace, so at most one of the attempts can ever exist.
+pub fn check_free(
+    claim: &IPClaim,
+    observed: &Observed<'_>,
+    settled: bool,
+    for_pod: Option<&str>,
+) -> Result<(), Held> {
     let name = claim.metadata.name.as_deref().unwrap_or_default();
     let ns = claim.holder_namespace();
     let shown = |pod: &str| format!("{ns}/{pod}");
@@ -142,7 +152,7 @@ pub fn check_free(claim: &IPClaim, observed: &Observed<'_>, settled: bool) -> Re
             Some(p) if is_live(p) && names_claim(p, name) => Err(Held::ByPod { pod: shown(pod) }),
             // Not created (yet), or a pod of that name that does not use the claim: the
             // reserved pod is gone once it was bound (uid known) or its admission is over.
-            _ if uid.is_some() || settled => Ok(()),
+            _ if uid.is_some() || settled || for_pod == Some(pod) => Ok(()),
             _ => Err(Held::InAdmission { pod: shown(pod) }),
         },
         (Record::Prefix { .. } | Record::Unknown, Observed::Namespace(pods)) => {
@@ -223,12 +233,12 @@ mod tests {
         let live = pod("a", "10-0-0-5", "Running");
         for rec in [json!({"name": "a", "uid": "u1"}), json!({"name": "a"})] {
             let c = claim(rec, Some("Bound"));
-            assert!(check_free(&c, &Observed::Named(Some(&live)), true).is_err());
+            assert!(check_free(&c, &Observed::Named(Some(&live)), true, Some("a")).is_err());
         }
         let c = claim(json!({"generateName": "a"}), None);
         let pods = [live.clone()];
         assert_eq!(
-            check_free(&c, &Observed::Namespace(&pods), true),
+            check_free(&c, &Observed::Namespace(&pods), true, None),
             Err(Held::ByPod { pod: "ns/a".into() })
         );
     }
@@ -236,15 +246,18 @@ mod tests {
     #[test]
     fn gone_holders_free_the_claim() {
         let bound = claim(json!({"name": "a", "uid": "u1"}), Some("Bound"));
-        assert_eq!(check_free(&bound, &Observed::Named(None), false), Ok(()));
+        assert_eq!(
+            check_free(&bound, &Observed::Named(None), false, None),
+            Ok(())
+        );
         let done = pod("a", "10-0-0-5", "Succeeded");
         assert_eq!(
-            check_free(&bound, &Observed::Named(Some(&done)), false),
+            check_free(&bound, &Observed::Named(Some(&done)), false, None),
             Ok(())
         );
         let other = pod("a", "10-9-9-9", "Running");
         assert_eq!(
-            check_free(&bound, &Observed::Named(Some(&other)), false),
+            check_free(&bound, &Observed::Named(Some(&other)), false, None),
             Ok(())
         );
     }
@@ -253,15 +266,26 @@ mod tests {
     fn fresh_reservations_wait_for_admission_to_end() {
         let reserved = claim(json!({"name": "a"}), None);
         assert!(matches!(
-            check_free(&reserved, &Observed::Named(None), false),
+            check_free(&reserved, &Observed::Named(None), false, Some("b")),
             Err(Held::InAdmission { .. })
         ));
-        assert_eq!(check_free(&reserved, &Observed::Named(None), true), Ok(()));
+        assert_eq!(
+            check_free(&reserved, &Observed::Named(None), true, None),
+            Ok(())
+        );
+        // An earlier attempt to create the same pod (refused after /mutate) does not block it.
+        assert_eq!(
+            check_free(&reserved, &Observed::Named(None), false, Some("a")),
+            Ok(())
+        );
         let prefix = claim(json!({"generateName": "web-"}), None);
-        assert!(check_free(&prefix, &Observed::Namespace(&[]), false).is_err());
-        assert_eq!(check_free(&prefix, &Observed::Namespace(&[]), true), Ok(()));
+        assert!(check_free(&prefix, &Observed::Namespace(&[]), false, None).is_err());
+        assert_eq!(
+            check_free(&prefix, &Observed::Namespace(&[]), true, None),
+            Ok(())
+        );
         // Asking the wrong question never frees a claim.
-        assert!(check_free(&reserved, &Observed::Namespace(&[]), true).is_err());
+        assert!(check_free(&reserved, &Observed::Namespace(&[]), true, None).is_err());
     }
 
     #[test]

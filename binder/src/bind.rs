@@ -521,11 +521,20 @@ fn backs(c: &ClaimInfo, ip: &NamedIp) -> bool {
 /// `generateName` (oldest first) when reserved before the API server named the pod. Nobody
 /// else, whatever its owner: handing a claim to another pod is the webhook's write.
 fn choose_holder<'a>(c: &ClaimInfo, namers: &[(&'a PodInfo, &NamedIp)]) -> Option<&'a PodInfo> {
-    let recorded = c.pod.as_ref()?;
     let mine = namers
         .iter()
         .filter(|(p, ip)| backs(c, ip) && p.key.namespace == c.owner.namespace)
         .map(|(p, _)| *p);
+    let Some(recorded) = c.pod.as_ref() else {
+        // A reservation that records no pod at all was made by a webhook older than the
+        // holder record (a generateName pod): the one pod whose allocation names it.
+        return match c.phase {
+            ClaimPhase::Reserved => {
+                mine.min_by(|a, b| (a.created, &a.key.name).cmp(&(b.created, &b.key.name)))
+            }
+            _ => None,
+        };
+    };
     if !recorded.name.is_empty() {
         let uid = Some(recorded.uid.as_str()).filter(|u| !u.is_empty());
         return mine
@@ -1483,9 +1492,14 @@ mod tests {
                             let p = pods.iter().find(|p| p.key == b.pod).unwrap();
                             prop_assert!(!p.terminal);
                             prop_assert!(p.ips.iter().any(|ip| ip.claim == c.name && ip.address == c.address));
-                            let r = c.pod.as_ref().expect("a holder is recorded");
-                            prop_assert_eq!(&r.name, &p.key.name);
-                            prop_assert!(r.uid.is_empty() || r.uid == p.key.uid);
+                            match c.pod.as_ref() {
+                                Some(r) => {
+                                    prop_assert_eq!(&r.name, &p.key.name);
+                                    prop_assert!(r.uid.is_empty() || r.uid == p.key.uid);
+                                }
+                                // A reservation of an older webhook that recorded no pod.
+                                None => prop_assert_eq!(c.phase, ClaimPhase::Reserved),
+                            }
                         }
                         Action::Release { .. } | Action::Delete { .. } => {
                             // Never takes an address from a live pod it is bound to and that names it.

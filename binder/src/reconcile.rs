@@ -393,6 +393,7 @@ async fn execute(ctx: &Context, action: Action) -> Result<Done, Error> {
             &claim,
             Timestamp::now(),
             ctx.policy.reclaim_grace,
+            None,
         )
         .await
         .map_err(|source| Error::Pod {

@@ -16,12 +16,14 @@ use pinip_api::holder::{Held, Observed, Record, check_free};
 
 /// `Ok(Ok(()))` when `claim` is free, `Ok(Err(held))` when it is not, `Err` when the API
 /// server could not be asked (never free then). `hold`: how long a reservation without a uid
-/// may still be waiting for its pod's admission to finish.
+/// may still be waiting for its pod's admission to finish; `for_pod`: the name of the pod the
+/// claim would go to, if any (see [`check_free`]).
 pub async fn confirm_free(
     client: &Client,
     claim: &IPClaim,
     now: Timestamp,
     hold: Duration,
+    for_pod: Option<&str>,
 ) -> Result<Result<(), Held>, kube::Error> {
     let settled = claim.reservation_settled(now, hold);
     let pods: Api<Pod> = Api::namespaced(client.clone(), claim.holder_namespace());
@@ -29,11 +31,11 @@ pub async fn confirm_free(
         Record::Free => Ok(()),
         Record::Pod { name, .. } => {
             let found = pods.get_opt(name).await?;
-            check_free(claim, &Observed::Named(found.as_ref()), settled)
+            check_free(claim, &Observed::Named(found.as_ref()), settled, for_pod)
         }
         Record::Prefix { .. } | Record::Unknown => {
             let list = pods.list(&ListParams::default()).await?;
-            check_free(claim, &Observed::Namespace(&list.items), settled)
+            check_free(claim, &Observed::Namespace(&list.items), settled, for_pod)
         }
     })
 }

@@ -281,7 +281,8 @@ impl Allocator {
                 });
             }
             let now = Timestamp::now();
-            match confirm_free(&self.client, &claim, now, self.hold).await {
+            let for_pod = Some(pod.name.as_str()).filter(|n| !n.is_empty());
+            match confirm_free(&self.client, &claim, now, self.hold, for_pod).await {
                 Err(e) => return Err(Denial::Api(e.to_string())),
                 Ok(Err(held)) => {
                     return Err(Denial::ClaimHeld {

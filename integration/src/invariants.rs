@@ -51,9 +51,18 @@ fn holders(pods: &[Pod]) -> Vec<Holding> {
 
 impl Snapshot {
     pub async fn take(client: &Client) -> Result<Snapshot> {
+        Self::take_in(client, None).await
+    }
+
+    /// The pods of one namespace only (`None`: all), with every claim and pool.
+    pub async fn take_in(client: &Client, namespace: Option<&str>) -> Result<Snapshot> {
         let lp = ListParams::default();
+        let pods: Api<Pod> = match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
         Ok(Snapshot {
-            pods: Api::<Pod>::all(client.clone()).list(&lp).await?.items,
+            pods: pods.list(&lp).await?.items,
             claims: Api::<IPClaim>::all(client.clone()).list(&lp).await?.items,
             pools: Api::<IPPool>::all(client.clone()).list(&lp).await?.items,
         })

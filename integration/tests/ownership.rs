@@ -107,29 +107,31 @@ async fn bound(client: &Client, p: &Pod) -> Result<IPClaim> {
     .await
 }
 
-/// No address on two live pods right now.
-async fn no_duplicates(client: &Client) -> Result<()> {
-    let dups = Snapshot::take(client).await?.duplicates();
+/// No address on two live pods of namespace `ns` right now (each case checks its own, so
+/// that one case's failure does not fail the next).
+async fn no_duplicates(client: &Client, ns: &str) -> Result<()> {
+    let dups = Snapshot::take_in(client, Some(ns)).await?.duplicates();
     ensure!(dups.is_empty(), "an address is on two live pods: {dups:?}");
     Ok(())
 }
 
 /// Polls `no_duplicates` for `d`.
-async fn never_duplicated_for(client: &Client, d: Duration) -> Result<()> {
+async fn never_duplicated_for(client: &Client, ns: &str, d: Duration) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < d {
-        no_duplicates(client).await?;
+        no_duplicates(client, ns).await?;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())
 }
 
-/// Every live pod's allocation is backed by a claim that records it, once the binder settled.
-async fn settled(client: &Client) -> Result<()> {
+/// Every live pod's allocation (in `ns`, or everywhere) is backed by a claim that records it,
+/// once the binder settled.
+async fn settled(client: &Client, ns: Option<&str>) -> Result<()> {
     let mut last = Vec::new();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        let s = Snapshot::take(client).await?;
+        let s = Snapshot::take_in(client, ns).await?;
         let dups = s.duplicates();
         ensure!(dups.is_empty(), "an address is on two live pods: {dups:?}");
         last = s.unbacked();
@@ -191,19 +193,33 @@ async fn ownership_holds_against_tenants_and_replacements() -> Result<()> {
             json!({"cidr": "10.45.0.0/24", "gateway": "10.45.0.1"}),
         )
         .await?;
-    generate_name_pod_keeps_its_claim(&stack)
-        .await
-        .context("case 1: a generateName pod keeps its claim")?;
-    one_fixed_address_serves_one_pod(&stack)
-        .await
-        .context("case 2: one fixed address serves one pod")?;
-    forged_owners_take_nothing(&stack)
-        .await
-        .context("case 3: forged owners take nothing")?;
-    statefulset_replaced_at_once(&stack)
-        .await
-        .context("case 4: a StatefulSet deleted and re-created at once")?;
-    settled(&stack.client).await
+    // Every case runs (each in its own namespace) and every failure is reported.
+    let mut failed = Vec::new();
+    let mut case = |name: &str, r: Result<()>| {
+        if let Err(e) = r {
+            eprintln!("FAILED {name}: {e:#}");
+            failed.push(format!("{name}: {e:#}"));
+        }
+    };
+    case(
+        "case 1: a generateName pod keeps its claim",
+        generate_name_pod_keeps_its_claim(&stack).await,
+    );
+    case(
+        "case 2: one fixed address serves one pod",
+        one_fixed_address_serves_one_pod(&stack).await,
+    );
+    case(
+        "case 3: forged owners take nothing",
+        forged_owners_take_nothing(&stack).await,
+    );
+    case(
+        "case 4: a StatefulSet deleted and re-created at once",
+        statefulset_replaced_at_once(&stack).await,
+    );
+    case("at the end: settled", settled(&stack.client, None).await);
+    ensure!(failed.is_empty(), "{}", failed.join("\n"));
+    Ok(())
 }
 
 /// Case 1: a bare pod created with only generateName runs past the binder's reclaim grace
@@ -243,7 +259,7 @@ async fn generate_name_pod_keeps_its_claim(stack: &Stack) -> Result<()> {
         "{msg}"
     );
     eprintln!("case 1: same owner identity denied: {msg}");
-    no_duplicates(&stack.client).await
+    no_duplicates(&stack.client, &ns).await
 }
 
 /// Case 2: a Deployment of 2 whose template fixes one address runs one pod; the second is
@@ -264,14 +280,14 @@ async fn one_fixed_address_serves_one_pod(stack: &Stack) -> Result<()> {
                         "terminationGracePeriodSeconds": 0}}}})
     };
     let warnings = kubectl_apply(stack, &deploy(2, "1"))?;
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), &ns);
+    running_set(&pods, "app=fixed", 1).await?;
+    never_duplicated_for(&stack.client, &ns, Duration::from_secs(8)).await?;
     ensure!(
         warnings.contains("pinip: Deployment") && warnings.contains("3 pods at once"),
         "no admission warning from kubectl: {warnings:?}"
     );
     eprintln!("case 2: kubectl warned: {}", warnings.trim());
-    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), &ns);
-    running_set(&pods, "app=fixed", 1).await?;
-    never_duplicated_for(&stack.client, Duration::from_secs(8)).await?;
     let live = pods
         .list(&ListParams::default().labels("app=fixed"))
         .await?
@@ -298,7 +314,7 @@ async fn one_fixed_address_serves_one_pod(stack: &Stack) -> Result<()> {
     kubectl_apply(stack, &deploy(1, "1"))?;
     running_set(&pods, "app=fixed", 1).await?;
     kubectl_apply(stack, &deploy(1, "2"))?;
-    never_duplicated_for(&stack.client, Duration::from_secs(10)).await?;
+    never_duplicated_for(&stack.client, &ns, Duration::from_secs(10)).await?;
     let deployments: Api<Deployment> = Api::namespaced(stack.client.clone(), &ns);
     deployments
         .delete("fixed", &DeleteParams::default())
@@ -382,7 +398,7 @@ async fn forged_owners_take_nothing(stack: &Stack) -> Result<()> {
     )
     .await?;
     ensure!(msg.contains("needs a verified owner"), "{msg}");
-    no_duplicates(&stack.client).await?;
+    no_duplicates(&stack.client, &ns).await?;
     sets.delete("db", &DeleteParams::default()).await?;
     Ok(())
 }
@@ -418,7 +434,7 @@ async fn statefulset_replaced_at_once(stack: &Stack) -> Result<()> {
         for p in &up {
             bound(&stack.client, p).await?;
         }
-        settled(&stack.client).await?;
+        settled(&stack.client, Some(&ns)).await?;
         let ips: Vec<String> = up
             .iter()
             .map(|p| allocated(p).map(|a| a.1))

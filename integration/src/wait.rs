@@ -22,3 +22,45 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits until pod `name` is Running.
+pub async fn pod_running(
+    api: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+) -> Result<k8s_openapi::api::core::v1::Pod> {
+    wait_for(
+        &format!("pod {name} Running"),
+        Duration::from_secs(60),
+        || async {
+            let p = api.get_opt(name).await?;
+            Ok(p.filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
+        },
+    )
+    .await
+}
+
+/// Waits until exactly `n` pods matching `selector` are Running and not being deleted.
+pub async fn pods_running(
+    api: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    selector: &str,
+    n: usize,
+) -> Result<Vec<k8s_openapi::api::core::v1::Pod>> {
+    wait_for(
+        &format!("{n} pods {selector} Running"),
+        Duration::from_secs(90),
+        || async {
+            let up: Vec<_> = api
+                .list(&kube::api::ListParams::default().labels(selector))
+                .await?
+                .items
+                .into_iter()
+                .filter(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                })
+                .collect();
+            Ok((up.len() == n).then_some(up))
+        },
+    )
+    .await
+}

@@ -17,7 +17,7 @@ use pinip_api::annotations::{ALLOCATION, Allocation};
 use pinip_api::{ClaimPhase, IPClaim, IPPool};
 use pinip_integration::binders::{Binders, start_binders};
 use pinip_integration::pinip::{self, Webhooks};
-use pinip_integration::wait::wait_for;
+use pinip_integration::wait::{pods_running, wait_for};
 use pinip_integration::{Bed, BedOptions, Ipam};
 use serde_json::json;
 
@@ -84,25 +84,6 @@ fn first(p: &Pod) -> Result<(String, String)> {
     let a = allocation(p)?;
     let ip = &a.interfaces[0].ips[0];
     Ok((ip.claim.clone(), ip.address.to_string()))
-}
-
-async fn running(pods: &Api<Pod>, selector: &str, n: usize) -> Result<Vec<Pod>> {
-    wait_for(
-        &format!("{n} pods {selector} Running"),
-        Duration::from_secs(90),
-        || async {
-            let l = pods
-                .list(&ListParams::default().labels(selector))
-                .await?
-                .items;
-            let up: Vec<Pod> = l
-                .into_iter()
-                .filter(|p| phase(p) == Some("Running") && p.metadata.deletion_timestamp.is_none())
-                .collect();
-            Ok((up.len() == n).then_some(up))
-        },
-    )
-    .await
 }
 
 /// Waits until the pod's claims record exactly this pod and node, phase Bound.
@@ -206,7 +187,7 @@ async fn binder_lifecycle() -> Result<()> {
     // A StatefulSet of 3: every claim records its pod and node.
     sets.create(&PostParams::default(), &statefulset("db", 3)?)
         .await?;
-    let db = running(&pods, "app=db", 3).await?;
+    let db = pods_running(&pods, "app=db", 3).await?;
     let mut addresses = BTreeMap::new();
     for p in &db {
         let c = bound(&claims, p).await?;
@@ -321,7 +302,7 @@ async fn binder_lifecycle() -> Result<()> {
         &Patch::Merge(json!({"spec": {"replicas": 3}})),
     )
     .await?;
-    for p in running(&pods, "app=db", 3).await? {
+    for p in pods_running(&pods, "app=db", 3).await? {
         assert_eq!(first(&p)?, addresses[&p.name_any()], "{}", p.name_any());
         bound(&claims, &p).await?;
     }
@@ -340,7 +321,7 @@ async fn binder_lifecycle() -> Result<()> {
             "template": {"metadata": {"labels": {"app": "web"}},
                 "spec": {"containers": [{"name": "app", "image": IMAGE}], "terminationGracePeriodSeconds": 0}}}}))?;
     deploys.create(&PostParams::default(), &d).await?;
-    let web = running(&pods, "app=web", 5).await?;
+    let web = pods_running(&pods, "app=web", 5).await?;
     let mut web_claims = Vec::new();
     for p in &web {
         let c = bound(&claims, p).await?;
@@ -363,7 +344,7 @@ async fn binder_lifecycle() -> Result<()> {
             "template": {"metadata": {"labels": {"app": "keep"}, "annotations": {"pinip.io/retain": "app"}},
                 "spec": {"containers": [{"name": "app", "image": IMAGE}], "terminationGracePeriodSeconds": 0}}}}))?;
     deploys.create(&PostParams::default(), &keep).await?;
-    let kept = running(&pods, "app=keep", 2).await?;
+    let kept = pods_running(&pods, "app=keep", 2).await?;
     for p in &kept {
         let c = bound(&claims, p).await?;
         let workload = c
@@ -379,7 +360,7 @@ async fn binder_lifecycle() -> Result<()> {
     let (first_claim, _) = first(&kept[0])?;
     pods.delete(&kept[0].name_any(), &DeleteParams::default())
         .await?;
-    let replacement = running(&pods, "app=keep", 2).await?;
+    let replacement = pods_running(&pods, "app=keep", 2).await?;
     for p in &replacement {
         bound(&claims, p).await?;
     }
@@ -598,7 +579,7 @@ async fn binder_failover() -> Result<()> {
 
     // Converged: every live pod's claim is bound to it; no claim without a live pod; no
     // address on two live pods; pool status right.
-    let live = running(&pods, "churn=yes", 75).await?;
+    let live = pods_running(&pods, "churn=yes", 75).await?;
     let claims: Api<IPClaim> = Api::all(client.clone());
     let mut seen = BTreeSet::new();
     for p in &live {

@@ -19,7 +19,7 @@ use pinip_api::annotations::{ALLOCATION, Allocation};
 use pinip_integration::controlplane::upstream_bin_dir;
 use pinip_integration::invariants::Snapshot;
 use pinip_integration::stack::{Stack, StackOptions};
-use pinip_integration::wait::wait_for;
+use pinip_integration::wait::{pod_running, pods_running, wait_for};
 use pinip_integration::{BedOptions, MainPlugin};
 use serde_json::{Value, json};
 
@@ -52,39 +52,6 @@ async fn denied(api: &Api<Pod>, p: &Pod) -> Result<String> {
         Err(kube::Error::Api(s)) => Ok(s.message),
         Err(e) => Err(e.into()),
     }
-}
-
-async fn running(api: &Api<Pod>, name: &str) -> Result<Pod> {
-    wait_for(
-        &format!("pod {name} Running"),
-        Duration::from_secs(60),
-        || async {
-            let p = api.get_opt(name).await?;
-            Ok(p.filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
-        },
-    )
-    .await
-}
-
-async fn running_set(api: &Api<Pod>, selector: &str, n: usize) -> Result<Vec<Pod>> {
-    wait_for(
-        &format!("{n} pods {selector} Running"),
-        Duration::from_secs(90),
-        || async {
-            let up: Vec<Pod> = api
-                .list(&ListParams::default().labels(selector))
-                .await?
-                .items
-                .into_iter()
-                .filter(|p| {
-                    p.metadata.deletion_timestamp.is_none()
-                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                })
-                .collect();
-            Ok((up.len() == n).then_some(up))
-        },
-    )
-    .await
 }
 
 /// Waits until the claim records exactly this pod (name and uid).
@@ -238,7 +205,7 @@ async fn generate_name_pod_keeps_its_claim(stack: &Stack) -> Result<()> {
             &pod(json!({"generateName": "gen-"}), json!({}))?,
         )
         .await?;
-    let p = running(&pods, &created.name_any()).await?;
+    let p = pod_running(&pods, &created.name_any()).await?;
     let (claim, ip) = allocated(&p)?;
     bound(&stack.client, &p).await?;
     // Past the reclaim grace (5 s) several times over: the claim stays with its pod.
@@ -281,7 +248,7 @@ async fn one_fixed_address_serves_one_pod(stack: &Stack) -> Result<()> {
     };
     let warnings = kubectl_apply(stack, &deploy(2, "1"))?;
     let pods: Api<Pod> = Api::namespaced(stack.client.clone(), &ns);
-    running_set(&pods, "app=fixed", 1).await?;
+    pods_running(&pods, "app=fixed", 1).await?;
     never_duplicated_for(&stack.client, &ns, Duration::from_secs(8)).await?;
     ensure!(
         warnings.contains("pinip: Deployment") && warnings.contains("3 pods at once"),
@@ -312,7 +279,7 @@ async fn one_fixed_address_serves_one_pod(stack: &Stack) -> Result<()> {
 
     // One replica, then a rolling update with the default maxSurge: the new pod waits.
     kubectl_apply(stack, &deploy(1, "1"))?;
-    running_set(&pods, "app=fixed", 1).await?;
+    pods_running(&pods, "app=fixed", 1).await?;
     kubectl_apply(stack, &deploy(1, "2"))?;
     never_duplicated_for(&stack.client, &ns, Duration::from_secs(10)).await?;
     let deployments: Api<Deployment> = Api::namespaced(stack.client.clone(), &ns);
@@ -340,7 +307,7 @@ async fn forged_owners_take_nothing(stack: &Stack) -> Result<()> {
         )?,
     )
     .await?;
-    let victim = running(&pods, "victim").await?;
+    let victim = pod_running(&pods, "victim").await?;
     let forged = pod(
         json!({"name": "thief", "annotations": {"pinip.io/ip": "10.45.0.60"},
             "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "victim",
@@ -359,7 +326,7 @@ async fn forged_owners_take_nothing(stack: &Stack) -> Result<()> {
                 "spec": {"containers": [{"name": "app", "image": IMAGE}],
                     "terminationGracePeriodSeconds": 0}}}}))?;
     let sts = sets.create(&PostParams::default(), &sts).await?;
-    let db0 = running(&pods, "db-0").await?;
+    let db0 = pod_running(&pods, "db-0").await?;
     let (_, db0_ip) = allocated(&db0)?;
     let owner = json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
         "uid": sts.uid(), "controller": true}]);
@@ -420,7 +387,7 @@ async fn statefulset_replaced_at_once(stack: &Stack) -> Result<()> {
                 "spec": {"containers": [{"name": "app", "image": IMAGE}],
                     "terminationGracePeriodSeconds": 0}}}}))?;
     sets.create(&PostParams::default(), &sts).await?;
-    running_set(&pods, "app=rep", 2).await?;
+    pods_running(&pods, "app=rep", 2).await?;
     for round in 1..=5 {
         sets.delete("rep", &DeleteParams::background()).await?;
         wait_for(
@@ -430,7 +397,7 @@ async fn statefulset_replaced_at_once(stack: &Stack) -> Result<()> {
         )
         .await?;
         sets.create(&PostParams::default(), &sts).await?;
-        let up = running_set(&pods, "app=rep", 2).await?;
+        let up = pods_running(&pods, "app=rep", 2).await?;
         for p in &up {
             bound(&stack.client, p).await?;
         }

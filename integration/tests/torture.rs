@@ -72,6 +72,13 @@ fn template(name: &str, annotations: Value) -> Value {
         "spec": {"containers": [{"name": "app", "image": IMAGE}], "terminationGracePeriodSeconds": 0}})
 }
 
+fn statefulset(name: &str, replicas: i32) -> Result<StatefulSet> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": name}}, "template": template(name, json!({}))}}))?)
+}
+
 impl Run {
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.tenant.clone(), &self.ns)
@@ -96,10 +103,7 @@ impl Run {
             0..=11 => {
                 let name = format!("s{}", self.rng.below(2));
                 let replicas = 1 + self.rng.below(3) as i32;
-                let sts: StatefulSet = serde_json::from_value(json!({
-                    "metadata": {"name": name},
-                    "spec": {"replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel",
-                        "selector": {"matchLabels": {"app": name}}, "template": template(&name, json!({}))}}))?;
+                let sts = statefulset(&name, replicas)?;
                 let r = match sets.get_opt(&name).await? {
                     Some(_) => sets
                         .patch(
@@ -124,10 +128,7 @@ impl Run {
             18..=25 => {
                 // Helm/Argo "replace": delete and create at once.
                 let name = format!("s{}", self.rng.below(2));
-                let sts: StatefulSet = serde_json::from_value(json!({
-                    "metadata": {"name": name},
-                    "spec": {"replicas": 2, "serviceName": name, "podManagementPolicy": "Parallel",
-                        "selector": {"matchLabels": {"app": name}}, "template": template(&name, json!({}))}}))?;
+                let sts = statefulset(&name, 2)?;
                 let _ = sets.delete(&name, &DeleteParams::background()).await;
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while sets.get_opt(&name).await?.is_some() && Instant::now() < deadline {

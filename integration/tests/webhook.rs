@@ -15,7 +15,7 @@ use kube::{Client, ResourceExt};
 use pinip_api::annotations::{ALLOCATION, Allocation};
 use pinip_api::{IPClaim, IPPool};
 use pinip_integration::pinip::{self, Webhooks};
-use pinip_integration::wait::wait_for;
+use pinip_integration::wait::{pod_running, wait_for};
 use pinip_integration::{Bed, BedOptions, Ipam, netns};
 use serde_json::{Value, json};
 
@@ -58,18 +58,6 @@ async fn denied(api: &Api<Pod>, p: &Pod) -> String {
         Err(kube::Error::Api(s)) => s.message,
         Err(e) => panic!("unexpected error: {e}"),
     }
-}
-
-async fn running(api: &Api<Pod>, name: &str) -> Result<Pod> {
-    wait_for(
-        &format!("pod {name} Running"),
-        Duration::from_secs(60),
-        || async {
-            let p = api.get_opt(name).await?;
-            Ok(p.filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
-        },
-    )
-    .await
 }
 
 async fn node_zone(client: &Client, node: &str) -> Result<String> {
@@ -172,7 +160,7 @@ async fn webhook_end_to_end() -> Result<()> {
             affinity.contains("topology.kubernetes.io/zone"),
             "{affinity}"
         );
-        let p = running(&pods, &name).await?;
+        let p = pod_running(&pods, &name).await?;
         assert_eq!(node_of(&p), node);
         let pod_ip = p
             .status
@@ -254,7 +242,7 @@ async fn webhook_end_to_end() -> Result<()> {
             "template": {"metadata": {"labels": {"app": "db"}},
                 "spec": {"containers": [{"name": "app", "image": "registry.invalid/none:1"}]}}}}))?;
     sets.create(&PostParams::default(), &s).await?;
-    let before = running(&pods, "db-1").await?;
+    let before = pod_running(&pods, "db-1").await?;
     let ip_before = first_ip(&before)?;
     pods.delete("db-1", &DeleteParams::default()).await?;
     let after = wait_for(

@@ -13,4 +13,4 @@ echo ">> building the upstream Kubernetes control plane (cached after the first 
 integration/k8s-build.sh >/dev/null
 echo ">> building pinip"
 cargo build --workspace --bins
-exec target/debug/demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/debug/demo" "$@"

@@ -66,7 +66,8 @@ pub fn kubectl(bed: &Bed, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Applies the CRDs and RBAC from `manifests/` (server-side) and waits for the CRDs.
+/// Applies the CRDs, RBAC and admission policies from `manifests/` (server-side) and waits
+/// for the CRDs.
 pub fn install(bed: &Bed) -> Result<()> {
     kubectl(
         bed,
@@ -79,6 +80,16 @@ pub fn install(bed: &Bed) -> Result<()> {
             "--server-side",
             "-f",
             &format!("{MANIFESTS}/base/rbac.yaml"),
+        ],
+    )?;
+    // pinip's ValidatingAdmissionPolicies (enforced inside kube-apiserver, no webhook).
+    kubectl(
+        bed,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            &format!("{MANIFESTS}/base/policies.yaml"),
         ],
     )?;
     kubectl(

@@ -184,6 +184,14 @@ async fn ownership_holds_against_tenants_and_replacements() -> Result<()> {
         "case 4: a StatefulSet deleted and re-created at once",
         statefulset_replaced_at_once(&stack).await,
     );
+    case(
+        "case 5: subresources cannot rewrite the allocation",
+        subresources_cannot_rewrite(&stack).await,
+    );
+    case(
+        "case 6: another network's pool never lands on the primary interface",
+        other_network_refused(&stack).await,
+    );
     case("at the end: settled", settled(&stack.client, None).await);
     ensure!(failed.is_empty(), "{}", failed.join("\n"));
     Ok(())
@@ -416,4 +424,153 @@ async fn statefulset_replaced_at_once(stack: &Stack) -> Result<()> {
     .await?;
     sets.delete("rep", &DeleteParams::default()).await?;
     Ok(())
+}
+
+/// Case 5 (side door): the allocation cannot be rewritten after creation through the pod,
+/// `pods/status` or a Binding — refused by kube-apiserver itself (the ValidatingAdmissionPolicy
+/// in manifests/base/policies.yaml), even for the cluster admin.
+async fn subresources_cannot_rewrite(stack: &Stack) -> Result<()> {
+    let ns = stack
+        .bed
+        .temp_namespace("sub", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let tenant = stack.tenant(&ns).await?;
+    let pods: Api<Pod> = Api::namespaced(tenant.clone(), &ns);
+    let admin: Api<Pod> = Api::namespaced(stack.client.clone(), &ns);
+    for name in ["victim", "mine"] {
+        pods.create(
+            &PostParams::default(),
+            &pod(json!({"name": name}), json!({}))?,
+        )
+        .await?;
+    }
+    let victim = pod_running(&pods, "victim").await?;
+    pod_running(&pods, "mine").await?;
+    let stolen = victim.annotations()[ALLOCATION].clone();
+    let rewrite = Patch::Merge(json!({"metadata": {"annotations": {ALLOCATION: stolen}}}));
+    let refused = |r: Result<Pod, kube::Error>, what: &str| -> Result<String> {
+        match r {
+            Ok(_) => bail!("{what} rewrote the allocation"),
+            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 || s.code == 400 => {
+                ensure!(
+                    s.message.contains("pinip-pod-annotations"),
+                    "{what} refused, but not by pinip's policy: {}",
+                    s.message
+                );
+                Ok(s.message)
+            }
+            Err(e) => Err(e.into()),
+        }
+    };
+    // Everything else about a pod stays writable (labels here).
+    pods.patch(
+        "mine",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+    )
+    .await
+    .context("a label patch was refused")?;
+    admin
+        .patch_status(
+            "mine",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"message": "still writable"}})),
+        )
+        .await
+        .context("a status patch without pinip annotations was refused")?;
+    let msg = refused(
+        pods.patch("mine", &PatchParams::default(), &rewrite).await,
+        "a tenant's pod patch",
+    )?;
+    ensure!(msg.contains("cannot change after creation"), "{msg}");
+    eprintln!("case 5: pod patch refused: {msg}");
+    let msg = refused(
+        admin
+            .patch_status("mine", &PatchParams::default(), &rewrite)
+            .await,
+        "the admin's pods/status patch",
+    )?;
+    eprintln!("case 5: pods/status patch refused: {msg}");
+    // A Binding carrying the allocation for a pod not scheduled yet.
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            json!({"name": "pending"}),
+            json!({"nodeSelector": {"pinip.test/nowhere": "yes"}}),
+        )?,
+    )
+    .await?;
+    let binding = json!({"apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": "pending", "annotations": {ALLOCATION: victim.annotations()[ALLOCATION]}},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}});
+    let r = admin
+        .create_subresource::<Value, Value>("binding", "pending", &PostParams::default(), &binding)
+        .await;
+    match r {
+        Ok(_) => bail!("a Binding carried pinip annotations into the pod"),
+        Err(kube::Error::Api(s)) => {
+            ensure!(s.message.contains("pinip-pod-annotations"), "{}", s.message);
+            eprintln!(
+                "case 5: Binding with pinip annotations refused: {}",
+                s.message
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    no_duplicates(&stack.client, &ns).await
+}
+
+/// Case 6 (side door): a pool of another network (same cidr) cannot put an address held on
+/// the primary network onto the primary interface.
+async fn other_network_refused(stack: &Stack) -> Result<()> {
+    let ns = stack
+        .bed
+        .temp_namespace("net", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    // The same cidr as the primary network's "fixed", on network net1.
+    pinip_integration::pinip::apply_pool(
+        &stack.client,
+        "fixed-net1",
+        json!({"cidr": "10.45.0.0/24", "gateway": "10.45.0.1", "network": "net1"}),
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), &ns);
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            json!({"name": "holder", "annotations": {"pinip.io/ip": "10.45.0.70"}}),
+            json!({}),
+        )?,
+    )
+    .await?;
+    pod_running(&pods, "holder").await?;
+    let msg = wait_for(
+        "the webhooks to know pool fixed-net1",
+        Duration::from_secs(20),
+        || async {
+            let r = pods
+                .create(
+                    &PostParams::default(),
+                    &pod(
+                        json!({"name": "other-net", "annotations": {
+                            "pinip.io/pool": "fixed-net1", "pinip.io/ip": "10.45.0.70"}}),
+                        json!({}),
+                    )?,
+                )
+                .await;
+            match r {
+                Ok(p) => bail!(
+                    "admitted on the primary interface: {:?}",
+                    p.annotations().get(ALLOCATION)
+                ),
+                Err(kube::Error::Api(s)) if s.message.contains("does not exist") => Ok(None),
+                Err(kube::Error::Api(s)) => Ok(Some(s.message)),
+                Err(e) => Err(e.into()),
+            }
+        },
+    )
+    .await?;
+    ensure!(msg.contains("belongs to network \"net1\""), "{msg}");
+    eprintln!("case 6: {msg}");
+    no_duplicates(&stack.client, &ns).await
 }

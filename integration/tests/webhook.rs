@@ -355,7 +355,7 @@ async fn webhook_end_to_end() -> Result<()> {
         .expect_err("annotation change admitted");
     assert!(
         err.to_string()
-            .contains("pinip.io/pool cannot change after creation"),
+            .contains("pinip.io/ annotations cannot change after creation"),
         "{err}"
     );
     // A pod in a namespace that did not opt in, without annotations, passes untouched.

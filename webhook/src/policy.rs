@@ -246,6 +246,12 @@ pub fn choose(
             if !namespace_may_use(pool, ns_labels) {
                 return Err(Denial::NamespaceNotAllowed { pool: name.clone() });
             }
+            if !pool.spec.network.is_empty() {
+                return Err(Denial::OtherNetwork {
+                    pool: name.clone(),
+                    network: pool.spec.network.clone(),
+                });
+            }
             let u = usable(pool)?;
             if chosen.iter().any(|c| c.usable.family() == u.family()) {
                 return Err(Denial::SameFamilyPools {
@@ -293,6 +299,12 @@ pub fn choose(
                 .into_iter()
                 .next()
                 .ok_or(Denial::NoPoolForAddress { ip: *ip })?;
+            if !pool.spec.network.is_empty() {
+                return Err(Denial::OtherNetwork {
+                    pool: pool.name_any(),
+                    network: pool.spec.network.clone(),
+                });
+            }
             chosen.push(Chosen {
                 pool: pool.clone(),
                 usable: u,
@@ -627,5 +639,29 @@ mod tests {
             err(None, None),
             "no default pool: no IPPool has default: true"
         );
+    }
+
+    #[test]
+    fn pools_of_other_networks_never_serve_the_primary_interface() {
+        let pools = vec![
+            pool("main", json!({"cidr": "10.20.0.0/24"})),
+            pool("side", json!({"cidr": "10.20.0.0/24", "network": "net1"})),
+            pool(
+                "only-side",
+                json!({"cidr": "10.30.0.0/24", "network": "net1"}),
+            ),
+        ];
+        let p = empty_pod();
+        let none = labels(&[]);
+        let req: PoolRequest = "side".parse().unwrap();
+        let ip: IpRequest = "10.20.0.5".parse().unwrap();
+        let e = choose(&pools, &p, &none, Some(&req), Some(&ip), &none_claimed).unwrap_err();
+        assert_eq!(e.metric_label(), "other_network", "{e}");
+        // An address both networks hold goes to the primary network's pool.
+        let c = choose(&pools, &p, &none, None, Some(&ip), &none_claimed).unwrap();
+        assert_eq!(c[0].name(), "main");
+        let ip: IpRequest = "10.30.0.5".parse().unwrap();
+        let e = choose(&pools, &p, &none, None, Some(&ip), &none_claimed).unwrap_err();
+        assert_eq!(e.metric_label(), "other_network", "{e}");
     }
 }

@@ -21,6 +21,10 @@ pub enum Denial {
     AddressNotInPool { pool: String, ip: IpAddr },
     #[error("no pool this namespace may use contains {ip}")]
     NoPoolForAddress { ip: IpAddr },
+    #[error(
+        "pool {pool} belongs to network {network:?}; pinip writes allocations for the pod's primary interface only, so only pools of the primary network (network \"\") can be used"
+    )]
+    OtherNetwork { pool: String, network: String },
     #[error("no default pool: {why}")]
     NoDefaultPool { why: String },
     #[error("pool {pool} is invalid: {reason}")]
@@ -58,6 +62,7 @@ impl Denial {
                 "address_not_in_pool"
             }
             Denial::NoDefaultPool { .. } => "no_default_pool",
+            Denial::OtherNetwork { .. } => "other_network",
             Denial::BadPool { .. } => "invalid_pool",
             Denial::Exhausted { .. } => "pool_exhausted",
             Denial::AddressHeld { .. } => "address_held",
@@ -74,6 +79,7 @@ impl Denial {
         match self {
             Denial::UnknownPool { pool }
             | Denial::NamespaceNotAllowed { pool }
+            | Denial::OtherNetwork { pool, .. }
             | Denial::AddressNotInPool { pool, .. }
             | Denial::BadPool { pool, .. }
             | Denial::Exhausted { pool, .. } => Some(pool),

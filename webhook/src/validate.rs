@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
-use pinip_api::annotations::{ALLOCATION, Allocation, IP, IpRequest, USER_KEYS};
+use pinip_api::annotations::{ALLOCATION, Allocation, IP, IpRequest};
 use pinip_api::{IPClaim, IPPool, claim_name};
 
 use crate::mutate::namespace_labels;
@@ -78,24 +78,13 @@ fn annotations(p: &Pod) -> std::collections::BTreeMap<String, String> {
 async fn pod(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(), Verdict> {
     let ns = req.namespace.clone().unwrap_or_default();
     let new: Option<Pod> = typed(req.object.as_ref())?;
-    let old: Option<Pod> = typed(req.old_object.as_ref())?;
     let deny = |p: &Pod, why: String| {
         Verdict::Deny(format!("pinip: pod {ns}/{}: {why}", owner::display_name(p)))
     };
-    match (&req.operation, new, old) {
-        (&Operation::Update, Some(new), Some(old)) => {
-            let (a, b) = (annotations(&old), annotations(&new));
-            for key in USER_KEYS.iter().chain([&ALLOCATION]) {
-                if a.get(*key) != b.get(*key) {
-                    return Err(deny(
-                        &new,
-                        format!("{key} cannot change after creation; delete and recreate the pod"),
-                    ));
-                }
-            }
-            Ok(())
-        }
-        (&Operation::Create, Some(p), _) => {
+    // Changes after creation are refused by kube-apiserver itself (the
+    // ValidatingAdmissionPolicy `pinip-pod-annotations`), for every subresource.
+    match (&req.operation, new) {
+        (&Operation::Create, Some(p)) => {
             let a = annotations(&p);
             if let Some(v) = a.get(IP) {
                 let ns_labels = namespace_labels(state, &ns).await;

@@ -633,7 +633,10 @@ fn unheld<W: Workloads>(
             plan.wake(due, world.now);
             return None;
         }
-        return Some(if retained {
+        // A retained claim becomes a member of its workload's set when first bound (the
+        // binder records the workload then); one that never was is not promoted to a member:
+        // a pod refused after /mutate (quota, another webhook) leaves nothing behind.
+        return Some(if retained && c.workload.is_some() {
             release(Why::NeverAppeared)
         } else {
             delete(Why::NeverAppeared)
@@ -1251,13 +1254,15 @@ mod tests {
             ),
             "{plan:?}"
         );
-        // Retained: Released, its pod name cleared.
+        // Retained and a member of its workload's set (bound before, then handed to a pod
+        // that never appeared): Released, its pod name cleared.
         let kept = claim(
             "10-0-0-13",
             "10.0.0.13/24",
             sts_owner(4),
             "ordinal",
-            json!({"spec": {"pod": {"name": "db-4"}}}),
+            json!({"metadata": {"annotations": {WORKLOAD_ANNOTATION: r#"{"apiVersion":"apps/v1","kind":"StatefulSet","name":"db","uid":"sts-uid"}"#}},
+                "spec": {"pod": {"name": "db-4"}}}),
         );
         let plan = run(&[kept], &[], &Known::default(), T3, &policy());
         assert!(
@@ -1265,6 +1270,26 @@ mod tests {
                 &plan.actions[..],
                 [Action::Release {
                     clear_spec: true,
+                    why: Why::NeverAppeared,
+                    ..
+                }]
+            ),
+            "{plan:?}"
+        );
+        // Retained but never bound (its pod was refused after /mutate): not promoted to a
+        // member, deleted.
+        let orphan = claim(
+            "10-0-0-20",
+            "10.0.0.20/24",
+            sts_owner(6),
+            "app",
+            json!({"spec": {"pod": {"generateName": "web-abc-"}}}),
+        );
+        let plan = run(&[orphan], &[], &Known::default(), T3, &policy());
+        assert!(
+            matches!(
+                &plan.actions[..],
+                [Action::Delete {
                     why: Why::NeverAppeared,
                     ..
                 }]
@@ -1514,9 +1539,12 @@ mod tests {
                             }
                         }
                     }
-                    // Deletes never hit retained claims unless their workload is gone.
+                    // Deletes never hit retained members unless their workload is gone
+                    // (a retained claim that was never bound is no member yet).
                     if let Action::Delete { why, .. } = a {
-                        prop_assert!(c.retain == Retain::None || matches!(why, Why::WorkloadGone(_)));
+                        prop_assert!(c.retain == Retain::None
+                            || matches!(why, Why::WorkloadGone(_))
+                            || (*why == Why::NeverAppeared && c.workload.is_none()));
                     }
                 }
                 // At most one action per claim.

@@ -142,7 +142,11 @@ async fn ownership_holds_against_tenants_and_replacements() -> Result<()> {
             main_plugin: MainPlugin::Macvlan,
             ..Default::default()
         },
-        webhook_args: vec!["--cooldown=0s".into(), "--reservation-hold=10s".into()],
+        webhook_args: vec![
+            "--cooldown=0s".into(),
+            "--reservation-hold=10s".into(),
+            "--max-reservations-per-namespace=3".into(),
+        ],
         binder_args: vec!["--reclaim-grace=5s".into()],
         ..Default::default()
     })
@@ -191,6 +195,10 @@ async fn ownership_holds_against_tenants_and_replacements() -> Result<()> {
     case(
         "case 6: another network's pool never lands on the primary interface",
         other_network_refused(&stack).await,
+    );
+    case(
+        "case 7: pods refused after admission leave nothing behind",
+        refused_pods_leave_nothing(&stack).await,
     );
     case("at the end: settled", settled(&stack.client, None).await);
     ensure!(failed.is_empty(), "{}", failed.join("\n"));
@@ -573,4 +581,67 @@ async fn other_network_refused(stack: &Stack) -> Result<()> {
     ensure!(msg.contains("belongs to network \"net1\""), "{msg}");
     eprintln!("case 6: {msg}");
     no_duplicates(&stack.client, &ns).await
+}
+
+/// Case 7 (side door): pods that a later admission step refuses (here a ResourceQuota) leave
+/// reservations; a namespace cannot pile them up past the cap (3 on this bed), and each is
+/// reclaimed soon after the grace period (5 s here; 65 s by default, past the longest
+/// admission).
+async fn refused_pods_leave_nothing(stack: &Stack) -> Result<()> {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let ns = stack
+        .bed
+        .temp_namespace("quota", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let quota: ResourceQuota = serde_json::from_value(
+        json!({"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}),
+    )?;
+    Api::<ResourceQuota>::namespaced(stack.client.clone(), &ns)
+        .create(&PostParams::default(), &quota)
+        .await?;
+    let tenant = stack.tenant(&ns).await?;
+    let pods: Api<Pod> = Api::namespaced(tenant, &ns);
+    let refused_at = Instant::now();
+    for i in 0..3 {
+        let msg = denied(
+            &pods,
+            &pod(json!({"name": format!("extra-{i}")}), json!({}))?,
+        )
+        .await?;
+        ensure!(msg.contains("quota"), "extra-{i}: {msg}");
+    }
+    let claims: Api<IPClaim> = Api::all(stack.client.clone());
+    let orphans: Vec<String> = claims
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| c.holder_namespace() == ns)
+        .map(|c| c.name_any())
+        .collect();
+    ensure!(
+        orphans.len() == 3,
+        "reservations of refused pods: {orphans:?}"
+    );
+    let msg = denied(&pods, &pod(json!({"name": "extra-3"}), json!({}))?).await?;
+    ensure!(msg.contains("already holds 3 reservations"), "{msg}");
+    eprintln!("case 7: the fourth refused pod hit the cap: {msg}");
+    wait_for(
+        "the refused pods' reservations reclaimed",
+        Duration::from_secs(30),
+        || async {
+            for c in &orphans {
+                if claims.get_opt(c).await?.is_some() {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .await?;
+    eprintln!(
+        "case 7: 3 reservations of refused pods reclaimed {:.1}s after the refusals (grace 5s)",
+        refused_at.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

@@ -112,6 +112,21 @@ impl Index {
             .map(|n| n.metadata.labels.clone().unwrap_or_default())
     }
 
+    /// Claims reserved for pods of `ns` that the binder has not bound (no pod uid yet):
+    /// pods in admission, and pods that a later admission step refused.
+    pub fn unbound_reservations(&self, ns: &str) -> usize {
+        self.claims
+            .state()
+            .iter()
+            .filter(|c| {
+                c.holder_namespace() == ns
+                    && c.spec.pod.as_ref().is_some_and(|p| {
+                        p.uid.is_empty() && (!p.name.is_empty() || !p.generate_name.is_empty())
+                    })
+            })
+            .count()
+    }
+
     pub fn claim(&self, name: &str) -> Option<Arc<IPClaim>> {
         self.claims.get(&ObjectRef::new(name))
     }

@@ -44,6 +44,11 @@ struct Args {
     /// 60s).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     reservation_hold: Duration,
+    /// Most reservations a namespace may hold for pods that do not exist (yet): each pod that a
+    /// later admission step refuses (quota, another webhook) leaves one until the binder
+    /// reclaims it, so this bounds what a namespace can take from a pool without running pods.
+    #[arg(long, default_value_t = 256)]
+    max_reservations_per_namespace: usize,
     /// Pod interface the allocation is written for.
     #[arg(long, default_value = "eth0")]
     interface: String,
@@ -134,6 +139,7 @@ async fn main() -> Result<()> {
             metrics: metrics.clone(),
         },
         metrics,
+        max_reservations: args.max_reservations_per_namespace,
         claim_writers: args.claim_writers.clone(),
         claim_deleters: args.claim_deleters.clone(),
         patch_encoding: args.patch_encoding,

@@ -165,6 +165,14 @@ async fn decide(
         ip_req.as_ref(),
         &usage,
     )?;
+    let unbound = state.index.unbound_reservations(ns);
+    if unbound >= state.max_reservations {
+        return Err(Denial::TooManyReservations {
+            namespace: ns.to_string(),
+            count: unbound,
+            limit: state.max_reservations,
+        });
+    }
     let holder = Holder {
         name: pod.metadata.name.clone().unwrap_or_default(),
         generate_name: pod.metadata.generate_name.clone().unwrap_or_default(),

@@ -41,6 +41,14 @@ pub enum Denial {
         claim: String,
         held: String,
     },
+    #[error(
+        "namespace {namespace} already holds {count} reservations whose pods do not exist (yet); the limit is {limit}: pods refused after admission leave reservations that are reclaimed within about a minute, try again then"
+    )]
+    TooManyReservations {
+        namespace: String,
+        count: usize,
+        limit: usize,
+    },
     #[error("{0}")]
     Retain(String),
     #[error("pinip.io/allocation is written only by the pinip webhook; remove it from the pod")]
@@ -68,6 +76,7 @@ impl Denial {
             Denial::AddressHeld { .. } => "address_held",
             Denial::ClaimHeld { .. } => "claim_held",
             Denial::Retain(_) => "bad_retain",
+            Denial::TooManyReservations { .. } => "too_many_reservations",
             Denial::AllocationSupplied => "allocation_supplied",
             Denial::Policy(_) => "policy",
             Denial::Api(_) => "api_error",

@@ -75,28 +75,37 @@ impl IPClaim {
     }
 }
 
-/// Whether `pod`'s allocation names claim `claim`.
+/// Whether `pod`'s allocation names claim `claim`. An allocation this version cannot read (a
+/// newer format during an upgrade) names every claim whose name it contains: unknown never
+/// means free.
 pub fn names_claim(pod: &Pod, claim: &str) -> bool {
-    pod.metadata
+    let Some(raw) = pod
+        .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(ALLOCATION))
-        .and_then(|v| v.parse::<Allocation>().ok())
-        .is_some_and(|a| {
-            a.interfaces
-                .iter()
-                .flat_map(|i| &i.ips)
-                .any(|ip| ip.claim == claim)
-        })
+    else {
+        return false;
+    };
+    match raw.parse::<Allocation>() {
+        Ok(a) => a
+            .interfaces
+            .iter()
+            .flat_map(|i| &i.ips)
+            .any(|ip| ip.claim == claim),
+        Err(_) => raw.contains(&format!("\"{claim}\"")),
+    }
 }
 
-/// Whether a pod still has its sandbox (and so its address): not Succeeded or Failed. A pod
-/// being deleted still runs until it is gone.
+/// Whether a pod may still have its sandbox (and so its address): not Succeeded or Failed,
+/// and in any phase while it is being deleted (its object goes only once the node tore the
+/// sandbox down; a terminal phase can be reported before that).
 pub fn is_live(pod: &Pod) -> bool {
-    !matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
+    pod.metadata.deletion_timestamp.is_some()
+        || !matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
 }
 
 /// Why a claim may not change hands.
@@ -241,6 +250,27 @@ mod tests {
             check_free(&c, &Observed::Namespace(&pods), true, None),
             Err(Held::ByPod { pod: "ns/a".into() })
         );
+    }
+
+    #[test]
+    fn deleting_pods_and_unreadable_allocations_hold() {
+        let bound = claim(json!({"name": "a", "uid": "u1"}), Some("Bound"));
+        let mut failing = pod("a", "10-0-0-5", "Failed");
+        failing.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2030-01-01T00:00:00Z".parse().unwrap(),
+            ));
+        assert!(check_free(&bound, &Observed::Named(Some(&failing)), true, None).is_err());
+        let mut newer = pod("a", "10-0-0-5", "Running");
+        newer.metadata.annotations = Some(
+            [(
+                ALLOCATION.to_string(),
+                r#"{"version":2,"interfaces":[{"ips":[{"claim":"10-0-0-5"}]}]}"#.to_string(),
+            )]
+            .into(),
+        );
+        assert!(names_claim(&newer, "10-0-0-5"));
+        assert!(!names_claim(&newer, "10-0-0-50"));
     }
 
     #[test]

@@ -23,8 +23,9 @@ pub struct Args {
     /// A claim reserved for a pod that has not appeared this long after it was reserved
     /// (spec.pod.reservedAt, else its creation) is reclaimed, once the API server confirms no
     /// live pod uses it: deleted, or Released when retained. Keep it above the longest a pod's
-    /// admission can take (kube-apiserver gives up on a request after 60s).
-    #[arg(long, default_value = "65s", value_parser = parse_duration)]
+    /// admission can take (kube-apiserver gives up on a request after 60s), plus a margin for
+    /// clocks and whole-second timestamps.
+    #[arg(long, default_value = "75s", value_parser = parse_duration)]
     pub reclaim_grace: Duration,
     /// Delete a StatefulSet's retained claims whose ordinal is >= its replicas once their pod
     /// is gone. By default scale-down keeps them, so scaling up again restores the addresses.
@@ -121,7 +122,7 @@ mod tests {
     #[test]
     fn defaults_and_lease_timings() {
         let a = Args::parse_from(["pinip-binder"]);
-        assert_eq!(a.reclaim_grace, Duration::from_secs(65));
+        assert_eq!(a.reclaim_grace, Duration::from_secs(75));
         assert_eq!(a.leader.lease_duration, Duration::from_secs(15));
         assert!(a.leader.leader_elect);
         assert!(!a.release_on_scale_down);

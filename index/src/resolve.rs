@@ -69,7 +69,13 @@ impl Resolver {
                 owner: pinip_api::Owner {
                     kind: "Pod".into(),
                     namespace: namespace.into(),
-                    name: pod.metadata.name.clone().unwrap_or_default(),
+                    name: pod
+                        .metadata
+                        .name
+                        .clone()
+                        .filter(|n| !n.is_empty())
+                        .or_else(|| pod.metadata.generate_name.clone())
+                        .unwrap_or_default(),
                     ordinal: None,
                 },
                 workload: None,

@@ -22,6 +22,7 @@ pub const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests")
 /// The identities the manifests give pinip's components.
 pub const WEBHOOK_USER: &str = "system:serviceaccount:pinip-system:pinip-webhook";
 pub const BINDER_USER: &str = "system:serviceaccount:pinip-system:pinip-binder";
+pub const CERTS_USER: &str = "system:serviceaccount:pinip-system:pinip-certs";
 
 /// Where pinip's binaries are: `$PINIP_BIN_DIR`, else the cargo target directory this test
 /// binary was built into (`./test.sh` and `./demo.sh` build every binary first).

@@ -14,7 +14,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
-use pinip_integration::pinip::{self, WEBHOOK_USER};
+use pinip_integration::pinip::{self, CERTS_USER};
 use pinip_integration::wait::wait_for;
 use pinip_integration::{Bed, BedOptions, secret_volume};
 use rustls::pki_types::pem::PemObject;
@@ -96,9 +96,9 @@ async fn bootstrap_inject_rotate_while_admitting() -> Result<()> {
     )
     .await?;
 
-    // pinip-certs runs with the webhook's identity, as a sidecar in the webhook pod would.
+    // pinip-certs runs with its own identity, as its Deployment does.
     let kubeconfig =
-        bed.identity_kubeconfig(&bed.dir.join("certs.kubeconfig"), WEBHOOK_USER, None)?;
+        bed.identity_kubeconfig(&bed.dir.join("certs.kubeconfig"), CERTS_USER, None)?;
     certs_cmd(&bed, &kubeconfig, &[])?;
     let tls_dir = bed.dir.join("webhook-tls-volume");
     let _projector = secret_volume::project(

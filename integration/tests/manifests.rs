@@ -64,6 +64,97 @@ fn dry_run(bed: &Bed, yaml: &str) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// `kubectl auth can-i --as=<user> <args>` against the bed: whether the manifests' RBAC
+/// allows it.
+fn can_i(bed: &Bed, user: &str, args: &[&str]) -> Result<bool> {
+    let out = Command::new(pinip_integration::controlplane::upstream_bin_dir()?.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&bed.kubeconfig)
+        .args(["auth", "can-i", &format!("--as={user}")])
+        .args(args)
+        .output()?;
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => bail!(
+            "kubectl auth can-i {args:?}: {other} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Each component's identity may do what it needs and nothing near it: the network-facing
+/// webhook can neither read the CA key nor patch pinip's webhook configurations (pinip-certs
+/// can), the binder cannot create claims, the CNI credential only reads pods.
+fn least_privilege(bed: &Bed) -> Result<()> {
+    use pinip::{BINDER_USER, CERTS_USER, WEBHOOK_USER};
+    let cni = "system:serviceaccount:pinip-system:pinip-cni";
+    let checks: &[(&str, &[&str], bool)] = &[
+        (WEBHOOK_USER, &["create", "ipclaims.pinip.io"], true),
+        (WEBHOOK_USER, &["patch", "ipclaims.pinip.io"], true),
+        (WEBHOOK_USER, &["get", "pods", "-n", "default"], true),
+        (
+            WEBHOOK_USER,
+            &["get", "secrets/pinip-webhook-tls", "-n", "pinip-system"],
+            false,
+        ),
+        (
+            WEBHOOK_USER,
+            &["list", "secrets", "-n", "pinip-system"],
+            false,
+        ),
+        (
+            WEBHOOK_USER,
+            &["patch", "validatingwebhookconfigurations/pinip"],
+            false,
+        ),
+        (
+            WEBHOOK_USER,
+            &["patch", "mutatingwebhookconfigurations/pinip"],
+            false,
+        ),
+        (WEBHOOK_USER, &["update", "pods", "-n", "default"], false),
+        (
+            CERTS_USER,
+            &["get", "secrets/pinip-webhook-tls", "-n", "pinip-system"],
+            true,
+        ),
+        (
+            CERTS_USER,
+            &["get", "secrets/other", "-n", "pinip-system"],
+            false,
+        ),
+        (
+            CERTS_USER,
+            &["patch", "validatingwebhookconfigurations/pinip"],
+            true,
+        ),
+        (
+            CERTS_USER,
+            &["patch", "validatingwebhookconfigurations/other"],
+            false,
+        ),
+        (CERTS_USER, &["create", "ipclaims.pinip.io"], false),
+        (BINDER_USER, &["create", "ipclaims.pinip.io"], false),
+        (BINDER_USER, &["delete", "ipclaims.pinip.io"], true),
+        (
+            BINDER_USER,
+            &["get", "secrets", "-n", "pinip-system"],
+            false,
+        ),
+        (cni, &["get", "pods", "-n", "default"], true),
+        (cni, &["list", "pods", "-n", "default"], false),
+        (cni, &["get", "ipclaims.pinip.io"], false),
+    ];
+    for (user, args, want) in checks {
+        let got = can_i(bed, user, args)?;
+        if got != *want {
+            bail!("{user} {args:?}: allowed {got}, the manifests mean {want}");
+        }
+    }
+    Ok(())
+}
+
 fn count_kinds(yaml: &str) -> usize {
     yaml.lines().filter(|l| l.starts_with("kind: ")).count()
 }
@@ -77,6 +168,8 @@ async fn manifests_and_chart_pass_server_side_dry_run() -> Result<()> {
     .await?;
     // The namespace and CRDs must exist for namespaced objects and pools to dry-run.
     pinip::install(&bed)?;
+
+    least_privilege(&bed)?;
 
     let kustomized = kubectl(&bed, &["kustomize", MANIFESTS])?;
     let out = dry_run(&bed, &kustomized)?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use pinip_api::annotations::Retain;
 use pinip_api::claim::RETAIN_LABEL;
 use pinip_api::holder::Record;
@@ -45,8 +45,10 @@ pub struct Decided {
     pub chosen: Chosen,
     pub ip: IpAddr,
     pub claim: String,
-    /// Created by this decision (and so to be deleted if a later family fails).
-    pub created: bool,
+    /// Created by this decision (and so to be deleted if a later family fails): the claim's
+    /// uid and resourceVersion as created, so that the rollback never deletes a claim that
+    /// another admission has handed over since.
+    pub created: Option<(String, String)>,
 }
 
 /// The pod an address is decided for, as the claim records its holder.
@@ -104,10 +106,25 @@ impl Allocator {
     }
 
     async fn rollback(&self, done: &[Decided]) {
-        for d in done.iter().filter(|d| d.created) {
+        for d in done {
+            let Some((uid, rv)) = &d.created else {
+                continue;
+            };
             self.index.forget_created(&d.claim);
-            if let Err(e) = self.api.delete(&d.claim, &DeleteParams::default()).await {
-                tracing::warn!(claim = %d.claim, error = %e, "rolling back claim failed; the binder will reclaim it");
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: Some(rv.clone()),
+                }),
+                ..Default::default()
+            };
+            match self.api.delete(&d.claim, &dp).await {
+                Ok(_) => {}
+                // Handed to another pod meanwhile: it is no longer ours to delete.
+                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                Err(e) => {
+                    tracing::warn!(claim = %d.claim, error = %e, "rolling back claim failed; the binder will reclaim it");
+                }
             }
         }
     }
@@ -122,7 +139,7 @@ impl Allocator {
     ) -> Result<Decided, Denial> {
         let pool = c.name();
         let network = c.pool.spec.network.clone();
-        let decided = |ip: IpAddr, claim: String, created: bool| Decided {
+        let decided = |ip: IpAddr, claim: String, created: Option<(String, String)>| Decided {
             chosen: c.clone(),
             ip,
             claim,
@@ -132,19 +149,19 @@ impl Allocator {
             let name = claim_name(&network, &ip);
             if let Some(existing) = self.index.claim(&name) {
                 self.hand_over(&existing, owner, pod, dry_run).await?;
-                return Ok(decided(ip, name, false));
+                return Ok(decided(ip, name, None));
             }
             if dry_run {
-                return Ok(decided(ip, name, false));
+                return Ok(decided(ip, name, None));
             }
             return match self.create(c, &name, ip, owner, retain, pod).await {
-                Ok(()) => Ok(decided(ip, name, true)),
+                Ok(created) => Ok(decided(ip, name, Some(created))),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     // Taken by a replica whose claim our watch has not seen yet.
                     match self.api.get_opt(&name).await {
                         Ok(Some(existing)) => {
                             self.hand_over(&existing, owner, pod, dry_run).await?;
-                            Ok(decided(ip, name, false))
+                            Ok(decided(ip, name, None))
                         }
                         Ok(None) => {
                             Err(Denial::Api(format!("claim {name} conflicted and vanished")))
@@ -178,7 +195,7 @@ impl Allocator {
                 if retain == Retain::Ordinal {
                     // A StatefulSet ordinal has one address; its pod waits until it is free.
                     self.hand_over(&m, owner, pod, dry_run).await?;
-                    return Ok(decided(ip, m.name_any(), false));
+                    return Ok(decided(ip, m.name_any(), None));
                 }
                 // `app`: a member nobody holds; members held by the set's other pods are
                 // passed over without asking the API server.
@@ -186,7 +203,7 @@ impl Allocator {
                     continue;
                 }
                 match self.hand_over(&m, owner, pod, dry_run).await {
-                    Ok(()) => return Ok(decided(ip, m.name_any(), false)),
+                    Ok(()) => return Ok(decided(ip, m.name_any(), None)),
                     Err(e) => {
                         tracing::debug!(claim = %m.name_any(), reason = %e, "member not free");
                     }
@@ -204,10 +221,10 @@ impl Allocator {
                 continue;
             }
             if dry_run {
-                return Ok(decided(ip, name, false));
+                return Ok(decided(ip, name, None));
             }
             match self.create(c, &name, ip, owner, retain, pod).await {
-                Ok(()) => return Ok(decided(ip, name, true)),
+                Ok(created) => return Ok(decided(ip, name, Some(created))),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     self.metrics.claim_conflicts.inc();
                     self.index.mark_created(&name);
@@ -235,7 +252,7 @@ impl Allocator {
         owner: &Owner,
         retain: Retain,
         pod: &Holder,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<(String, String), kube::Error> {
         let spec = json!({
             "pool": c.name(),
             "address": c.usable.with_prefix(ip).to_string(),
@@ -249,9 +266,10 @@ impl Allocator {
             "spec": spec,
         }))
         .expect("claim from known fields");
-        self.api.create(&PostParams::default(), &claim).await?;
+        let created = self.api.create(&PostParams::default(), &claim).await?;
         self.index.mark_created(name);
-        Ok(())
+        let rv = created.resource_version().unwrap_or_default();
+        Ok((created.metadata.uid.unwrap_or_default(), rv))
     }
 
     /// Hands an existing claim to `pod`: only a claim of the same owner, and only when it is

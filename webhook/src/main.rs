@@ -41,8 +41,8 @@ struct Args {
     cooldown: Duration,
     /// How long a claim reserved for a pod that does not exist yet stays reserved for it:
     /// the longest a pod's admission can take (kube-apiserver gives up on a request after
-    /// 60s).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    /// 60s), plus a margin for clocks and whole-second timestamps.
+    #[arg(long, default_value = "75s", value_parser = parse_duration)]
     reservation_hold: Duration,
     /// Most reservations a namespace may hold for pods that do not exist (yet): each pod that a
     /// later admission step refuses (quota, another webhook) leaves one until the binder

@@ -43,14 +43,17 @@ pub fn in_scope(pod: &Pod, ns_labels: &BTreeMap<String, String>) -> bool {
 }
 
 /// A namespace's labels from the watch; one GET when the namespace is newer than the watch.
-pub async fn namespace_labels(state: &State, ns: &str) -> BTreeMap<String, String> {
+/// A lookup that fails is an error, never "no labels": an enabled namespace must not look
+/// disabled because the API server did not answer.
+pub async fn namespace_labels(state: &State, ns: &str) -> Result<BTreeMap<String, String>, String> {
     if let Some(l) = state.index.namespace_labels(ns) {
-        return l;
+        return Ok(l);
     }
     let api: Api<Namespace> = Api::all(state.client.clone());
     match api.get_opt(ns).await {
-        Ok(Some(n)) => n.metadata.labels.unwrap_or_default(),
-        _ => BTreeMap::new(),
+        Ok(Some(n)) => Ok(n.metadata.labels.unwrap_or_default()),
+        Ok(None) => Err(format!("namespace {ns} does not exist")),
+        Err(e) => Err(format!("reading namespace {ns}: {e}")),
     }
 }
 
@@ -66,7 +69,18 @@ pub async fn mutate(state: &State, req: &AdmissionRequest<Pod>) -> AdmissionResp
     };
     let ns = req.namespace.clone().unwrap_or_default();
     // Read once: the scope check and the decision both need the namespace's labels.
-    let ns_labels = namespace_labels(state, &ns).await;
+    let ns_labels = match namespace_labels(state, &ns).await {
+        Ok(l) => l,
+        Err(why) => {
+            state.metrics.admission("mutate", "denied");
+            let msg = format!(
+                "pinip: pod {ns}/{}: {why}; try again",
+                owner::display_name(pod)
+            );
+            tracing::warn!(message = %msg, "denied: namespace lookup failed");
+            return resp.deny(msg);
+        }
+    };
     // A pod that arrives with an allocation is a spoof wherever it is, in scope or not.
     if !in_scope(pod, &ns_labels) && annotation(pod, ALLOCATION).is_none() {
         state.metrics.admission("mutate", "skipped");

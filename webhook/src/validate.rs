@@ -87,7 +87,9 @@ async fn pod(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(),
         (&Operation::Create, Some(p)) => {
             let a = annotations(&p);
             if let Some(v) = a.get(IP) {
-                let ns_labels = namespace_labels(state, &ns).await;
+                let ns_labels = namespace_labels(state, &ns)
+                    .await
+                    .map_err(|why| deny(&p, format!("{why}; try again")))?;
                 let req: IpRequest =
                     v.parse()
                         .map_err(|e: pinip_api::annotations::AnnotationError| {

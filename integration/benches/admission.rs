@@ -172,7 +172,11 @@ async fn main() -> Result<()> {
     let plain = bed.temp_namespace("baseline", json!({})).await?;
     let baseline = create_pods(&client, &plain, n).await?;
 
-    let hooks = pinip::start_webhooks(&bed, 2, &[]).await?;
+    // No binder runs here, so no reservation is ever bound: the per-namespace cap on unbound
+    // reservations (which counts claims the binder has not bound yet) is lifted for the
+    // 1000-pod phase.
+    let hooks =
+        pinip::start_webhooks(&bed, 2, &["--max-reservations-per-namespace=1000000"]).await?;
     pinip::register(&client, &hooks, "pinip").await?;
     let enabled = bed
         .temp_namespace("enabled", json!({"pinip.io/enabled": "true"}))

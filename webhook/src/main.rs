@@ -47,6 +47,8 @@ struct Args {
     /// Most reservations a namespace may hold for pods that do not exist (yet): each pod that a
     /// later admission step refuses (quota, another webhook) leaves one until the binder
     /// reclaims it, so this bounds what a namespace can take from a pool without running pods.
+    /// It counts claims the binder has not bound yet: with no binder running, a namespace
+    /// admits at most this many new pods.
     #[arg(long, default_value_t = 256)]
     max_reservations_per_namespace: usize,
     /// Pod interface the allocation is written for.

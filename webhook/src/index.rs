@@ -14,6 +14,7 @@ use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use pinip_api::holder::Record;
 use pinip_api::{IPClaim, IPPool};
 use pinip_index::Workloads;
 use pinip_index::watch::drain;
@@ -120,9 +121,10 @@ impl Index {
             .iter()
             .filter(|c| {
                 c.holder_namespace() == ns
-                    && c.spec.pod.as_ref().is_some_and(|p| {
-                        p.uid.is_empty() && (!p.name.is_empty() || !p.generate_name.is_empty())
-                    })
+                    && matches!(
+                        c.record(),
+                        Record::Pod { uid: None, .. } | Record::Prefix { .. }
+                    )
             })
             .count()
     }

@@ -115,6 +115,12 @@ impl IPClaim {
             .and_then(|s| s.phase)
             .unwrap_or(ClaimPhase::Reserved)
     }
+
+    /// The address this claim backs (`spec.address` without its prefix length); `None` for a
+    /// claim whose address does not parse.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.spec.address.split('/').next()?.parse().ok()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -404,6 +404,18 @@ impl Plan {
             .max(Duration::from_millis(100));
         self.wake_in = Some(self.wake_in.map_or(d, |w| w.min(d)));
     }
+
+    /// Whether `p` is younger than `--conflict-settle` (then a wake-up is planned for when it
+    /// is not): a conflict on so young a pod may only be a write our watches have not shown.
+    fn too_young(&mut self, p: &PodInfo, policy: &Policy, now: Timestamp) -> bool {
+        match p.created.and_then(|t| after(t, policy.conflict_settle)) {
+            Some(at) if at > now => {
+                self.wake(at, now);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The snapshot the decisions read.
@@ -447,9 +459,7 @@ pub fn plan<W: Workloads>(world: &World<'_, W>, policy: &Policy) -> Plan {
                 continue;
             }
             // The claim's watch may not show the webhook's handover to this pod yet.
-            let settled = p.created.and_then(|t| after(t, policy.conflict_settle));
-            if let Some(at) = settled.filter(|at| *at > world.now) {
-                plan.wake(at, world.now);
+            if plan.too_young(p, policy, world.now) {
                 continue;
             }
             let reason = if !backs(c, ip) {
@@ -491,15 +501,13 @@ pub fn plan<W: Workloads>(world: &World<'_, W>, policy: &Policy) -> Plan {
                 continue;
             }
             // The webhook may have created the claim moments ago: only a settled pod counts.
-            let settled = p.created.and_then(|t| after(t, policy.conflict_settle));
-            match settled {
-                Some(at) if at > world.now => plan.wake(at, world.now),
-                _ => plan.conflicts.push(Conflict {
+            if !plan.too_young(p, policy, world.now) {
+                plan.conflicts.push(Conflict {
                     pod: p.key.clone(),
                     claim: ip.claim.clone(),
                     address: ip.address,
                     reason: ConflictReason::MissingClaim,
-                }),
+                });
             }
         }
     }
@@ -532,9 +540,7 @@ fn choose_holder<'a>(c: &ClaimInfo, namers: &[(&'a PodInfo, &NamedIp)]) -> Optio
         // A reservation that records no pod at all was made by a webhook older than the
         // holder record (a generateName pod): the one pod whose allocation names it.
         return match c.phase {
-            ClaimPhase::Reserved => {
-                mine.min_by(|a, b| (a.created, &a.key.name).cmp(&(b.created, &b.key.name)))
-            }
+            ClaimPhase::Reserved => mine.min_by_key(|p| oldest_first(p)),
             _ => None,
         };
     };
@@ -546,7 +552,12 @@ fn choose_holder<'a>(c: &ClaimInfo, namers: &[(&'a PodInfo, &NamedIp)]) -> Optio
     }
     let prefix = recorded.generate_name.as_str();
     mine.filter(|p| p.generate_name.as_deref() == Some(prefix) && p.key.name.starts_with(prefix))
-        .min_by(|a, b| (a.created, &a.key.name).cmp(&(b.created, &b.key.name)))
+        .min_by_key(|p| oldest_first(p))
+}
+
+/// Orders pods oldest first, then by name (a stable choice among equals).
+fn oldest_first(p: &PodInfo) -> (Option<Timestamp>, &str) {
+    (p.created, p.key.name.as_str())
 }
 
 fn bind(c: &ClaimInfo, p: &PodInfo) -> Option<Action> {

@@ -183,13 +183,7 @@ impl Allocator {
                 .collect();
             members.sort_by_key(|k| k.name_any());
             for m in members {
-                let Some(ip) = m
-                    .spec
-                    .address
-                    .split('/')
-                    .next()
-                    .and_then(|a| a.parse().ok())
-                else {
+                let Some(ip) = m.ip() else {
                     continue;
                 };
                 if retain == Retain::Ordinal {
@@ -286,11 +280,7 @@ impl Allocator {
         let mut claim = claim.clone();
         for _ in 0..HANDOVER_ATTEMPTS {
             let ip = claim
-                .spec
-                .address
-                .split('/')
-                .next()
-                .and_then(|a| a.parse().ok())
+                .ip()
                 .ok_or_else(|| Denial::Api(format!("claim {} is unreadable", claim.name_any())))?;
             if claim.spec.owner != *owner {
                 return Err(Denial::AddressHeld {

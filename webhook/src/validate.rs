@@ -251,14 +251,7 @@ async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<()
         }
         let stranded: Vec<&str> = live
             .iter()
-            .filter(|c| {
-                c.spec
-                    .address
-                    .split('/')
-                    .next()
-                    .and_then(|a| a.parse().ok())
-                    .is_none_or(|ip| !usable.contains(&ip))
-            })
+            .filter(|c| c.ip().is_none_or(|ip| !usable.contains(&ip)))
             .map(|c| c.spec.address.as_str())
             .collect();
         if !stranded.is_empty() {

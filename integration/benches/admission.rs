@@ -98,7 +98,7 @@ async fn webhook_buckets(client: &Client, webhook: &str) -> Result<BTreeMap<u64,
 /// Cumulative buckets of the webhooks' own decision histogram, summed over replicas.
 async fn decision_buckets(hooks: &pinip::Webhooks) -> Result<BTreeMap<u64, f64>> {
     let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
-    for port in &hooks.ports {
+    for port in &hooks.metrics_ports {
         let text = pinip::webhook_get(*port, "/metrics").await?;
         for line in text
             .lines()

@@ -35,11 +35,17 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The name on the client certificate kube-apiserver presents to admission webhooks (its
+/// AdmissionConfiguration gives it one for every webhook host); pinip's webhook admits only it.
+pub const ADMISSION_CLIENT: &str = "kube-apiserver-webhook-client";
+
 pub struct ControlPlane {
     pub dir: PathBuf,
     pub api_port: u16,
     pub admin_kubeconfig: PathBuf,
     pub pki: Pki,
+    /// The client certificate kube-apiserver presents to admission webhooks.
+    pub admission_client: CertFiles,
     // Dropped in reverse order of start: scheduler and controllers first, etcd last.
     procs: Vec<Proc>,
 }
@@ -64,12 +70,14 @@ impl ControlPlane {
         let sched = pki.client("scheduler", "system:kube-scheduler", None)?;
         let sched_kubeconfig = dir.join("scheduler.kubeconfig");
         write_kubeconfig(&sched_kubeconfig, &server, &pki.ca_pem, &sched)?;
+        let (admission_config, admission_client) = write_admission_config(dir, &pki)?;
 
         let mut cp = ControlPlane {
             dir: dir.to_path_buf(),
             api_port,
             admin_kubeconfig: admin_kubeconfig.clone(),
             pki,
+            admission_client,
             procs: Vec::new(),
         };
         let logs = dir.join("logs");
@@ -111,6 +119,7 @@ impl ControlPlane {
                 &format!("--tls-cert-file={}", p(&cp.pki.apiserver.cert)),
                 &format!("--tls-private-key-file={}", p(&cp.pki.apiserver.key)),
                 &format!("--client-ca-file={}", p(&cp.pki.ca_cert)),
+                &format!("--admission-control-config-file={}", p(&admission_config)),
                 &format!("--service-account-key-file={}", p(&cp.pki.sa_pub)),
                 &format!("--service-account-signing-key-file={}", p(&cp.pki.sa_key)),
                 "--service-account-issuer=https://kubernetes.default.svc",
@@ -244,6 +253,38 @@ pub fn write_kubeconfig(path: &Path, server: &str, ca_pem: &str, cert: &CertFile
     });
     std::fs::write(path, serde_json::to_vec_pretty(&kc)?)?;
     Ok(())
+}
+
+/// The AdmissionConfiguration that makes kube-apiserver present a client certificate
+/// (`ADMISSION_CLIENT`) to every admission webhook, as the README tells operators to do for
+/// pinip's webhook host.
+fn write_admission_config(dir: &Path, pki: &Pki) -> Result<(PathBuf, CertFiles)> {
+    let cert = pki.client("apiserver-admission", ADMISSION_CLIENT, None)?;
+    let kubeconfig = dir.join("admission.kubeconfig");
+    let kc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "users": [{"name": "*", "user": {
+            "client-certificate": &cert.cert,
+            "client-key": &cert.key,
+        }}],
+    });
+    std::fs::write(&kubeconfig, serde_json::to_vec_pretty(&kc)?)?;
+    let plugin = |name: &str| {
+        serde_json::json!({"name": name, "configuration": {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": kubeconfig,
+        }})
+    };
+    let config = serde_json::json!({
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "AdmissionConfiguration",
+        "plugins": [plugin("ValidatingAdmissionWebhook"), plugin("MutatingAdmissionWebhook")],
+    });
+    let path = dir.join("admission-config.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+    Ok((path, cert))
 }
 
 /// A client for a component's self-signed health endpoint.

@@ -111,9 +111,10 @@ async fn main() -> Result<()> {
                     .namespace("demo", serde_json::json!({"pinip.io/enabled": "true"}))
                     .await?;
                 eprintln!(
-                    "pinip: webhooks {} (replicas on {:?}), binders on {:?}; pools from manifests/examples/ippools.yaml; namespace demo is enabled\n  try: kubectl -n demo run web --image=x --restart=Never && kubectl get ipp,ipc",
+                    "pinip: webhooks {} (replicas on {:?}, metrics on {:?}), binders on {:?}; pools from manifests/examples/ippools.yaml; namespace demo is enabled\n  try: kubectl -n demo run web --image=x --restart=Never && kubectl get ipp,ipc",
                     s.hooks.url(),
                     s.hooks.ports,
+                    s.hooks.metrics_ports,
                     s.binders.ports
                 );
                 stack = Some(s);

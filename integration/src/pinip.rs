@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -11,11 +12,14 @@ use base64::Engine as _;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 
 use crate::bed::Bed;
-use crate::controlplane::{free_port, upstream_bin_dir};
+use crate::controlplane::{ADMISSION_CLIENT, free_port, upstream_bin_dir};
 use crate::lb::LoadBalancer;
+use crate::pki::CertFiles;
 use crate::process::Proc;
 
 pub const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests");
@@ -109,7 +113,10 @@ pub fn install(bed: &Bed) -> Result<()> {
 /// Webhook replicas behind one load balancer, with their certificates.
 pub struct Webhooks {
     pub procs: Vec<Proc>,
+    /// Each replica's admission port (HTTPS; only kube-apiserver's client certificate).
     pub ports: Vec<u16>,
+    /// Each replica's metrics port (plain HTTP: /metrics, /healthz, /readyz).
+    pub metrics_ports: Vec<u16>,
     pub lb: LoadBalancer,
     pub tls_dir: PathBuf,
     pub ca_pem: String,
@@ -130,7 +137,7 @@ impl Webhooks {
         self.procs[i].stop(Duration::from_secs(1));
         let (bin, args, log) = &self.launch[i];
         self.procs[i] = Proc::spawn(&format!("pinip-webhook-{i}"), bin, args, log)?;
-        wait_ready(&mut self.procs[i], self.ports[i]).await
+        wait_ready(&mut self.procs[i], self.metrics_ports[i]).await
     }
 
     /// By name, so that a certificate for `localhost` (as pinip-certs issues) verifies.
@@ -180,15 +187,24 @@ pub async fn start_webhooks_with_tls(
     let bin = bin_dir()?.join("pinip-webhook");
     let mut procs = Vec::new();
     let mut ports = Vec::new();
+    let mut metrics_ports = Vec::new();
     let mut launch = Vec::new();
     for i in 0..replicas {
         let port = free_port()?;
+        let metrics_port = free_port()?;
         let mut a: Vec<String> = vec![
             format!("--listen=127.0.0.1:{port}"),
+            format!("--metrics-listen=127.0.0.1:{metrics_port}"),
             format!("--tls-dir={}", tls_dir.display()),
             format!("--kubeconfig={}", kubeconfig.display()),
             "--tls-reload-interval=1s".into(),
         ];
+        // As the README asks of operators: only kube-apiserver's admission client certificate
+        // may call /mutate and /validate.
+        if let Some(cp) = &bed.cp {
+            a.push(format!("--client-ca={}", cp.pki.ca_cert.display()));
+            a.push(format!("--client-name={ADMISSION_CLIENT}"));
+        }
         a.extend(args.iter().map(|s| s.to_string()));
         let log = bed
             .dir
@@ -197,14 +213,16 @@ pub async fn start_webhooks_with_tls(
         procs.push(Proc::spawn(&format!("pinip-webhook-{i}"), &bin, &a, &log)?);
         launch.push((bin.clone(), a, log));
         ports.push(port);
+        metrics_ports.push(metrics_port);
     }
-    for (p, port) in procs.iter_mut().zip(&ports) {
+    for (p, port) in procs.iter_mut().zip(&metrics_ports) {
         wait_ready(p, *port).await?;
     }
     let lb = LoadBalancer::start(ports.clone()).await?;
     Ok(Webhooks {
         procs,
         ports,
+        metrics_ports,
         lb,
         tls_dir,
         ca_pem: String::new(),
@@ -212,19 +230,18 @@ pub async fn start_webhooks_with_tls(
     })
 }
 
-/// GET `path` from a webhook replica (its certificate is the bed CA's; not verified here).
-pub async fn webhook_get(port: u16, path: &str) -> Result<String> {
-    let mut config = kube::Config::new(format!("https://127.0.0.1:{port}").parse()?);
-    config.accept_invalid_certs = true;
+/// GET `path` from a webhook replica's metrics port (plain HTTP).
+pub async fn webhook_get(metrics_port: u16, path: &str) -> Result<String> {
+    let config = kube::Config::new(format!("http://127.0.0.1:{metrics_port}").parse()?);
     let client = Client::try_from(config)?;
     let req = http::Request::get(path).body(Vec::new())?;
     Ok(client.request_text(req).await?)
 }
 
-async fn wait_ready(p: &mut Proc, port: u16) -> Result<()> {
+async fn wait_ready(p: &mut Proc, metrics_port: u16) -> Result<()> {
     let start = Instant::now();
     loop {
-        if matches!(webhook_get(port, "/readyz").await, Ok(b) if b == "ok") {
+        if matches!(webhook_get(metrics_port, "/readyz").await, Ok(b) if b == "ok") {
             return Ok(());
         }
         p.check_running()?;
@@ -233,6 +250,72 @@ async fn wait_ready(p: &mut Proc, port: u16) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A TLS client configuration trusting `roots_pem`, presenting `identity` if given (as
+/// kube-apiserver presents its admission client certificate).
+pub fn tls_client_config(
+    roots_pem: &str,
+    identity: Option<&CertFiles>,
+) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
+        roots.add(c?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(Arc::new(match identity {
+        Some(id) => {
+            let chain = CertificateDer::pem_file_iter(&id.cert)?.collect::<Result<Vec<_>, _>>()?;
+            let key = PrivateKeyDer::from_pem_file(&id.key)?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth(),
+    }))
+}
+
+/// What a TLS server answered to one HTTP/1.1 request.
+#[derive(Debug)]
+pub struct TlsReply {
+    /// The server's leaf certificate (DER).
+    pub peer_cert: Vec<u8>,
+    /// The response: status line, headers and body, as text.
+    pub response: String,
+}
+
+/// Sends one HTTP/1.1 request (`Connection: close`) over TLS to 127.0.0.1:`port` as
+/// `localhost`; errors if the handshake or the exchange fails.
+pub fn tls_request(
+    port: u16,
+    cfg: Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<TlsReply> {
+    use std::io::{Read, Write};
+    let mut conn = rustls::ClientConnection::new(cfg, ServerName::try_from("localhost")?)?;
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes())?;
+    tls.write_all(body)?;
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out)?;
+    let peer_cert = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .context("no peer certificate")?
+        .to_vec();
+    Ok(TlsReply {
+        peer_cert,
+        response: String::from_utf8_lossy(&out).into_owned(),
+    })
 }
 
 /// The YAML documents of a manifest file, as JSON values.

@@ -71,7 +71,7 @@ impl Stack {
             &format!("pool {name} in every webhook's metrics"),
             Duration::from_secs(20),
             || async {
-                for port in &self.hooks.ports {
+                for port in &self.hooks.metrics_ports {
                     if !pinip::webhook_get(*port, "/metrics")
                         .await?
                         .contains(&needle)

@@ -52,7 +52,7 @@ async fn setup(binders: usize, binder_args: &[&str]) -> Result<(Bed, Webhooks, B
         "the webhook to see pool main",
         Duration::from_secs(20),
         || async {
-            Ok(pinip::webhook_get(hooks.ports[0], "/metrics")
+            Ok(pinip::webhook_get(hooks.metrics_ports[0], "/metrics")
                 .await?
                 .contains("pool=\"main\"")
                 .then_some(()))

@@ -3,8 +3,6 @@
 //! volume; a CA rotation is picked up by the running webhook without restart while
 //! kube-apiserver keeps admitting pods; a run with nothing due changes nothing.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,34 +15,22 @@ use kube::{Client, ResourceExt};
 use pinip_integration::pinip::{self, CERTS_USER};
 use pinip_integration::wait::wait_for;
 use pinip_integration::{Bed, BedOptions, secret_volume};
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
 
 const SECRET: &str = "pinip-webhook-tls";
 
-/// The certificate a TLS server at 127.0.0.1:`port` presents, checked against `bundle`.
-fn served_cert(port: u16, bundle: &str) -> Result<Vec<u8>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(bundle.as_bytes()) {
-        roots.add(c?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut conn = rustls::ClientConnection::new(
-        Arc::new(cfg),
-        ServerName::try_from("localhost")?.to_owned(),
-    )?;
-    let mut sock = TcpStream::connect(("127.0.0.1", port))?;
-    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    let mut body = Vec::new();
-    let _ = tls.read_to_end(&mut body);
-    let chain = conn.peer_certificates().context("no peer certificate")?;
-    Ok(chain[0].to_vec())
+/// The certificate a TLS server at 127.0.0.1:`port` presents, checked against `bundle`;
+/// the client presents kube-apiserver's admission certificate, as the webhook requires.
+fn served_cert(bed: &Bed, port: u16, bundle: &str) -> Result<Vec<u8>> {
+    let id = &bed
+        .cp
+        .as_ref()
+        .context("a bed this test started")?
+        .admission_client;
+    let cfg = pinip::tls_client_config(bundle, Some(id))?;
+    Ok(pinip::tls_request(port, cfg, "GET", "/healthz", b"")?.peer_cert)
 }
 
 fn der_of(pem: &str) -> Result<Vec<u8>> {
@@ -119,7 +105,7 @@ async fn bootstrap_inject_rotate_while_admitting() -> Result<()> {
     certs_cmd(&bed, &kubeconfig, &[])?;
     let bundle = secret_field(&client, "ca-bundle.crt").await?;
     assert_eq!(
-        served_cert(hooks.ports[0], &bundle)?,
+        served_cert(&bed, hooks.ports[0], &bundle)?,
         der_of(&secret_field(&client, "tls.crt").await?)?
     );
 
@@ -188,7 +174,9 @@ async fn bootstrap_inject_rotate_while_admitting() -> Result<()> {
         wait_for(
             "the webhook to serve the new certificate",
             Duration::from_secs(15),
-            || async { Ok((served_cert(*port, &bundle)? == der_of(&new_cert)?).then_some(())) },
+            || async {
+                Ok((served_cert(&bed, *port, &bundle)? == der_of(&new_cert)?).then_some(()))
+            },
         )
         .await?;
     }

@@ -1,6 +1,6 @@
 //! Every manifest is accepted by the real kube-apiserver (server-side dry-run apply): the
 //! Kustomize entry point, the example pools, and the Helm chart rendered by a real helm, in
-//! both certificate modes.
+//! both certificate modes; the NetworkPolicies fit the pods they fence.
 
 use std::io::Write;
 use std::path::Path;
@@ -155,6 +155,96 @@ fn least_privilege(bed: &Bed) -> Result<()> {
     Ok(())
 }
 
+/// The YAML documents of a multi-document string, as JSON values.
+fn docs(yaml: &str) -> Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for doc in yaml.split("\n---") {
+        if doc
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            continue;
+        }
+        out.push(serde_saphyr::from_str(doc)?);
+    }
+    Ok(out)
+}
+
+/// Each NetworkPolicy selects one of the rendered Deployments' pods and opens only ports that
+/// Deployment's containers serve; the webhook's admission port (8443) admits no pod peer
+/// (kube-apiserver is named by address), and the probes' port is one the policy opens.
+fn network_policies_fit(yaml: &str) -> Result<()> {
+    use serde_json::Value;
+    let all = docs(yaml)?;
+    let deployments: Vec<&Value> = all.iter().filter(|d| d["kind"] == "Deployment").collect();
+    let policies: Vec<&Value> = all
+        .iter()
+        .filter(|d| d["kind"] == "NetworkPolicy")
+        .collect();
+    for name in ["pinip-webhook", "pinip-binder"] {
+        let np = policies
+            .iter()
+            .find(|p| p["metadata"]["name"] == name)
+            .with_context(|| format!("no NetworkPolicy {name}"))?;
+        let sel = np["spec"]["podSelector"]["matchLabels"]
+            .as_object()
+            .context("matchLabels")?;
+        let dep = deployments
+            .iter()
+            .find(|d| {
+                let labels = &d["spec"]["template"]["metadata"]["labels"];
+                sel.iter().all(|(k, v)| &labels[k] == v)
+            })
+            .with_context(|| format!("NetworkPolicy {name} selects no Deployment's pods"))?;
+        let container = &dep["spec"]["template"]["spec"]["containers"][0];
+        let served: Vec<(String, u64)> = container["ports"]
+            .as_array()
+            .context("containerPorts")?
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or_default().to_string(),
+                    p["containerPort"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        let mut opened = Vec::new();
+        for rule in np["spec"]["ingress"].as_array().context("ingress")? {
+            for port in rule["ports"].as_array().context("ports")? {
+                let n = port["port"].as_u64().context("numeric port")?;
+                assert!(
+                    served.iter().any(|(_, p)| *p == n),
+                    "{name}: NetworkPolicy opens {n}, not served"
+                );
+                opened.push(n);
+                if n == 8443 {
+                    for peer in rule["from"].as_array().context("from")? {
+                        assert!(
+                            peer.get("ipBlock").is_some(),
+                            "{name}: the admission port admits a pod peer: {peer}"
+                        );
+                    }
+                }
+            }
+        }
+        let probe_port = &container["readinessProbe"]["httpGet"]["port"];
+        let probe = served
+            .iter()
+            .find(|(pname, p)| probe_port == pname.as_str() || probe_port.as_u64() == Some(*p))
+            .with_context(|| format!("{name}: probe port {probe_port} not served"))?;
+        assert!(
+            opened.contains(&probe.1),
+            "{name}: probes on {} blocked",
+            probe.1
+        );
+        assert!(
+            container["readinessProbe"]["httpGet"]["scheme"].is_null(),
+            "{name}: probes are plain HTTP on the metrics port"
+        );
+    }
+    Ok(())
+}
+
 fn count_kinds(yaml: &str) -> usize {
     yaml.lines().filter(|l| l.starts_with("kind: ")).count()
 }
@@ -192,6 +282,8 @@ async fn manifests_and_chart_pass_server_side_dry_run() -> Result<()> {
         );
     }
 
+    network_policies_fit(&kustomized)?;
+
     let pools = std::fs::read_to_string(format!("{MANIFESTS}/examples/ippools.yaml"))?;
     dry_run(&bed, &pools)?;
 
@@ -204,6 +296,24 @@ async fn manifests_and_chart_pass_server_side_dry_run() -> Result<()> {
         count_kinds(&chart),
         "{out}"
     );
+
+    network_policies_fit(&chart)?;
+
+    // Admission clients authenticated, pod networks excluded from the admission port.
+    let fenced = helm_template(&[
+        "--set",
+        "webhook.clientAuth.caConfigMap=apiserver-admission-ca",
+        "--set",
+        "webhook.clientAuth.names={kube-apiserver-webhook-client}",
+        "--set",
+        "networkPolicy.podCIDRs={10.0.0.0/8,fd00::/8}",
+    ])?;
+    assert!(fenced.contains("- --client-ca=/etc/pinip/client-ca/ca.crt"));
+    assert!(fenced.contains("- --client-name=kube-apiserver-webhook-client"));
+    assert!(fenced.contains("name: apiserver-admission-ca"));
+    assert!(fenced.contains("- 10.0.0.0/8") && fenced.contains("- fd00::/8"));
+    network_policies_fit(&fenced)?;
+    dry_run(&bed, &fenced)?;
 
     // cert-manager mode: no pinip-certs containers, injection annotations, a Certificate. The
     // cert-manager kinds are not installed on the bed, so only the rest is dry-run.
@@ -225,14 +335,7 @@ fn chart_rbac_matches_base() -> Result<()> {
     use serde_json::Value;
     fn rbac(yaml: &str) -> Result<Vec<Value>> {
         let mut out = Vec::new();
-        for doc in yaml.split("\n---") {
-            if doc
-                .lines()
-                .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-            {
-                continue;
-            }
-            let v: Value = serde_saphyr::from_str(doc)?;
+        for v in docs(yaml)? {
             let kind = v["kind"].as_str().unwrap_or_default();
             if kind.starts_with("Cluster")
                 || kind == "Role"

@@ -200,6 +200,10 @@ async fn ownership_holds_against_tenants_and_replacements() -> Result<()> {
         "case 7: pods refused after admission leave nothing behind",
         refused_pods_leave_nothing(&stack).await,
     );
+    case(
+        "case 8: a forged AdmissionReview from anyone but kube-apiserver is refused",
+        forged_reviews_refused(&stack).await,
+    );
     case("at the end: settled", settled(&stack.client, None).await);
     ensure!(failed.is_empty(), "{}", failed.join("\n"));
     Ok(())
@@ -644,4 +648,106 @@ async fn refused_pods_leave_nothing(stack: &Stack) -> Result<()> {
         refused_at.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Case 8 (side door): `/mutate` answers only kube-apiserver. An AdmissionReview for a pod in
+/// an enabled namespace, sent straight to the webhook (through its Service stand-in), is
+/// refused at the TLS handshake without a client certificate, with a certificate of the
+/// cluster's own CA that is not kube-apiserver's (the admin's), and with kube-apiserver's name
+/// from another CA; the same review as a dry run with kube-apiserver's certificate is answered
+/// (so the refusals are about the caller), and no claim is ever written for the forged pod.
+async fn forged_reviews_refused(stack: &Stack) -> Result<()> {
+    use pinip_integration::controlplane::ADMISSION_CLIENT;
+    use pinip_integration::pinip::{tls_client_config, tls_request, webhook_get};
+    let ns = stack
+        .bed
+        .temp_namespace("forged", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let cp = stack.bed.cp.as_ref().context("a bed this test started")?;
+    let review = |dry_run: bool| -> Result<Vec<u8>> {
+        let object = serde_json::to_value(pod(
+            json!({"name": "forged", "namespace": ns,
+                   "annotations": {"pinip.io/ip": "10.45.0.99"}}),
+            json!({}),
+        )?)?;
+        let gvk = json!({"group": "", "version": "v1", "kind": "Pod"});
+        let gvr = json!({"group": "", "version": "v1", "resource": "pods"});
+        Ok(serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "00000000-0000-0000-0000-00000000f0f0",
+                "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+                "name": "forged", "namespace": ns, "operation": "CREATE",
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                "object": object, "dryRun": dry_run,
+            }
+        }))?)
+    };
+    let other_ca = pinip_integration::pki::Pki::create(&stack.bed.dir.join("other-ca"))?;
+    let callers = [
+        ("no client certificate", None),
+        (
+            "the cluster admin's certificate",
+            Some(cluster_user_cert(cp)?),
+        ),
+        (
+            "kube-apiserver's name from another CA",
+            Some(other_ca.client("forger", ADMISSION_CLIENT, None)?),
+        ),
+    ];
+    for (who, id) in &callers {
+        let cfg = tls_client_config(&cp.pki.ca_pem, id.as_ref())?;
+        match tls_request(stack.hooks.lb.port, cfg, "POST", "/mutate", &review(false)?) {
+            Err(e) => eprintln!("case 8: {who}: refused ({e})"),
+            Ok(r) if !r.response.starts_with("HTTP/") => {
+                eprintln!("case 8: {who}: refused (connection closed)")
+            }
+            Ok(r) => bail!("{who}: the webhook answered: {}", r.response),
+        }
+    }
+    // The control: kube-apiserver's certificate gets an answer to the same review.
+    let cfg = tls_client_config(&cp.pki.ca_pem, Some(&cp.admission_client))?;
+    let r = tls_request(stack.hooks.lb.port, cfg, "POST", "/mutate", &review(true)?)?;
+    ensure!(
+        r.response.starts_with("HTTP/1.1 200") && r.response.contains("\"allowed\":true"),
+        "kube-apiserver's certificate was not answered: {}",
+        r.response
+    );
+    let claims: Api<IPClaim> = Api::all(stack.client.clone());
+    let minted: Vec<String> = claims
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|c| c.spec.owner.namespace == ns)
+        .map(|c| c.name_any())
+        .collect();
+    ensure!(
+        minted.is_empty(),
+        "claims written for forged reviews: {minted:?}"
+    );
+    // Each refusal is counted (the load balancer spread them over the replicas).
+    let mut refused = 0.0;
+    for port in &stack.hooks.metrics_ports {
+        let text = webhook_get(*port, "/metrics").await?;
+        refused += text
+            .lines()
+            .filter(|l| l.starts_with("pinip_webhook_clients_refused_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    ensure!(refused >= 2.0, "refusals counted: {refused}");
+    Ok(())
+}
+
+/// The bed admin's client certificate: signed by the cluster's CA (which also signs
+/// kube-apiserver's admission certificate on this bed), but not kube-apiserver's.
+fn cluster_user_cert(
+    cp: &pinip_integration::controlplane::ControlPlane,
+) -> Result<pinip_integration::pki::CertFiles> {
+    cp.pki.client(
+        "forger-admin",
+        "pinip-testbed-admin",
+        Some("system:masters"),
+    )
 }

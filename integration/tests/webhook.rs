@@ -116,7 +116,7 @@ async fn setup() -> Result<(Bed, Webhooks, Client)> {
         "pools in both webhooks' metrics",
         Duration::from_secs(20),
         || async {
-            for port in &hooks.ports {
+            for port in &hooks.metrics_ports {
                 if !pinip::webhook_get(*port, "/metrics")
                     .await?
                     .contains("pool=\"tiny\"")
@@ -404,7 +404,7 @@ async fn webhook_end_to_end() -> Result<()> {
         count
     );
 
-    // Only pinip's own identities write IPClaims; the admin may not.
+    // Only pinip's own identities write IPClaims (ValidatingAdmissionPolicy); the admin may not.
     let forged: IPClaim =
         serde_json::from_value(json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPClaim",
         "metadata": {"name": "10-60-3-250"}, "spec": {"pool": "big", "address": "10.60.3.250/22",
@@ -415,15 +415,56 @@ async fn webhook_end_to_end() -> Result<()> {
         .expect_err("forged claim admitted");
     assert!(
         err.to_string()
-            .contains("only pinip's own service accounts write them"),
+            .contains("only pinip service accounts write them"),
         "{err}"
     );
+    // ... nor change, re-status or delete one that exists.
+    let existing = claims
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .context("some claim")?
+        .name_any();
+    let steal = json!({"spec": {"pod": {"name": "thief"}}});
+    let status = json!({"status": {"phase": "Released"}});
+    let attempts = [
+        (
+            "update",
+            claims
+                .patch(&existing, &PatchParams::default(), &Patch::Merge(&steal))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "status",
+            claims
+                .patch_status(&existing, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "delete",
+            claims
+                .delete(&existing, &DeleteParams::default())
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (what, r) in attempts {
+        let err = r.expect_err(what).to_string();
+        assert!(
+            err.contains("only pinip service accounts write them"),
+            "{what}: {err}"
+        );
+    }
 
     // Denials and decisions are counted.
-    let metrics = pinip::webhook_get(hooks.ports[0], "/metrics").await?;
+    let metrics = pinip::webhook_get(hooks.metrics_ports[0], "/metrics").await?;
     assert!(
         metrics.contains("pinip_webhook_denials_total{reason=\"pool_exhausted\"}") || {
-            let m1 = pinip::webhook_get(hooks.ports[1], "/metrics").await?;
+            let m1 = pinip::webhook_get(hooks.metrics_ports[1], "/metrics").await?;
             m1.contains("pinip_webhook_denials_total{reason=\"pool_exhausted\"}")
         }
     );
@@ -433,7 +474,7 @@ async fn webhook_end_to_end() -> Result<()> {
 
 async fn conflict_total(hooks: &Webhooks) -> Result<u64> {
     let mut total = 0;
-    for port in &hooks.ports {
+    for port in &hooks.metrics_ports {
         let m = pinip::webhook_get(*port, "/metrics").await?;
         total += m
             .lines()

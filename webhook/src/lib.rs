@@ -3,6 +3,7 @@
 //! claims. `main.rs` only wires these modules together.
 
 pub mod allocate;
+pub mod client_auth;
 pub mod index;
 pub mod metrics;
 pub mod mutate;

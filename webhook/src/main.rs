@@ -12,25 +12,39 @@ use kube::Client;
 use pinip_api::duration::parse_duration;
 use pinip_index::Resolver;
 use pinip_webhook::allocate::Allocator;
+use pinip_webhook::client_auth::ClientAuth;
 use pinip_webhook::index::Index;
 use pinip_webhook::metrics::Metrics;
-use pinip_webhook::server::{App, router};
+use pinip_webhook::server::{App, admission_router, metrics_router};
 use pinip_webhook::state::{PatchEncoding, State};
 use pinip_webhook::tls::ReloadingCert;
 
 /// pinip admission webhook: decides each pod's fixed address at creation (/mutate) and
-/// enforces policy on pods, IPPools and IPClaims (/validate). Also serves /healthz, /readyz
-/// and /metrics (Prometheus) on the same HTTPS port.
+/// enforces policy on pods, IPPools and IPClaims (/validate) over HTTPS; serves /healthz,
+/// /readyz and /metrics (Prometheus) over plain HTTP on a separate port.
 #[derive(Parser, Debug)]
 #[command(name = "pinip-webhook", version)]
 struct Args {
-    /// Address and port to serve HTTPS on.
+    /// Address and port to serve /mutate and /validate on (HTTPS).
     #[arg(long, env = "PINIP_LISTEN", default_value = "0.0.0.0:8443")]
     listen: SocketAddr,
+    /// Address and port to serve /metrics, /healthz and /readyz on (plain HTTP).
+    #[arg(long, env = "PINIP_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    metrics_listen: SocketAddr,
+    /// PEM bundle of the CA that signs kube-apiserver's admission client certificate. When
+    /// set, /mutate and /validate accept only TLS clients presenting a certificate from it
+    /// (kube-apiserver presents one when its AdmissionConfiguration names one for this
+    /// webhook); re-read as often as the serving certificate.
+    #[arg(long, env = "PINIP_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
+    /// With --client-ca: a name (subject CN or DNS SAN) the client certificate must carry
+    /// (repeat the flag). Needed when that CA also signs other clients, e.g. users.
+    #[arg(long = "client-name", requires = "client_ca")]
+    client_names: Vec<String>,
     /// Directory with tls.crt and tls.key (a mounted Secret); re-read when its contents change.
     #[arg(long, env = "PINIP_TLS_DIR", default_value = "/etc/pinip/tls")]
     tls_dir: PathBuf,
-    /// How often to look for a rotated certificate.
+    /// How often to look for a rotated serving certificate or client CA.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     tls_reload_interval: Duration,
     /// kubeconfig to reach the API server; default: in-cluster config or $KUBECONFIG.
@@ -54,18 +68,6 @@ struct Args {
     /// Pod interface the allocation is written for.
     #[arg(long, default_value = "eth0")]
     interface: String,
-    /// Users allowed to create, change and delete IPClaims (repeat the flag).
-    #[arg(long = "claim-writer", default_values_t = [
-        "system:serviceaccount:pinip-system:pinip-webhook".to_string(),
-        "system:serviceaccount:pinip-system:pinip-binder".to_string(),
-    ])]
-    claim_writers: Vec<String>,
-    /// Users additionally allowed to delete IPClaims (the garbage collector releases claims
-    /// whose owner is gone).
-    #[arg(long = "claim-deleter", default_values_t = [
-        "system:serviceaccount:kube-system:generic-garbage-collector".to_string(),
-    ])]
-    claim_deleters: Vec<String>,
     /// Offer HTTP/2. Off by default: kube-apiserver sends every admission over a single
     /// HTTP/2 connection, so behind a Service one replica would take all the load.
     #[arg(long)]
@@ -124,6 +126,7 @@ async fn main() -> Result<()> {
     let client = Client::try_from(config)?;
     let index = Index::start(&client);
     let metrics = Arc::new(Metrics::default());
+    let metrics_refused = metrics.clients_refused.clone();
     let state = Arc::new(State {
         client: client.clone(),
         index: index.clone(),
@@ -142,8 +145,6 @@ async fn main() -> Result<()> {
         },
         metrics,
         max_reservations: args.max_reservations_per_namespace,
-        claim_writers: args.claim_writers.clone(),
-        claim_deleters: args.claim_deleters.clone(),
         patch_encoding: args.patch_encoding,
     });
     let ready = Arc::new(AtomicBool::new(false));
@@ -155,11 +156,66 @@ async fn main() -> Result<()> {
             tracing::info!("watches synced; ready");
         });
     }
-    let app = router(App { state, ready });
-    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(
-        cert.server_config(args.http2),
-    ));
+    let app = App { state, ready };
+    let clients = match &args.client_ca {
+        Some(path) => {
+            let auth = ClientAuth::new(path, args.client_names.clone(), metrics_refused)
+                .context("--client-ca")?;
+            auth.verifier().context("--client-ca")?;
+            if auth.names().is_empty() {
+                tracing::warn!(ca = %path.display(), "admission clients: any certificate from --client-ca is accepted; set --client-name unless that CA signs only kube-apiserver");
+            }
+            tracing::info!(ca = %path.display(), names = ?auth.names(), "admission clients must present a certificate");
+            Some(Arc::new(auth))
+        }
+        None => {
+            tracing::warn!(
+                "admission clients are not authenticated: anyone who reaches --listen can send AdmissionReviews; set --client-ca (see the README)"
+            );
+            None
+        }
+    };
+    let server_config = |verifier| Arc::new(cert.server_config(args.http2, verifier));
+    let verifier = match &clients {
+        Some(c) => Some(c.verifier()?),
+        None => None,
+    };
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(server_config(verifier));
+    if let Some(clients) = clients {
+        let tls = tls.clone();
+        let cert = cert.clone();
+        let (http2, every) = (args.http2, args.tls_reload_interval);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match clients.changed() {
+                    Ok(false) => {}
+                    Ok(true) => match clients.verifier() {
+                        Ok(v) => {
+                            tls.reload_from_config(Arc::new(cert.server_config(http2, Some(v))));
+                            tracing::info!("client CA reloaded");
+                        }
+                        // The previous CA stays in force until the file parses again.
+                        Err(e) => tracing::warn!(error = %e, "client CA not reloaded"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "client CA not reloaded"),
+                }
+            }
+        });
+    }
+
     let handle = axum_server::Handle::new();
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("binding --metrics-listen {}", args.metrics_listen))?;
+    let (metrics_stop_tx, mut metrics_stop) = tokio::sync::watch::channel(false);
+    let metrics_server = tokio::spawn(
+        axum::serve(metrics_listener, metrics_router(app.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = metrics_stop.changed().await;
+            })
+            .into_future(),
+    );
     {
         let handle = handle.clone();
         tokio::spawn(async move {
@@ -168,11 +224,13 @@ async fn main() -> Result<()> {
             handle.graceful_shutdown(Some(Duration::from_secs(10)));
         });
     }
-    tracing::info!(listen = %args.listen, "serving");
+    tracing::info!(listen = %args.listen, metrics_listen = %args.metrics_listen, "serving");
     axum_server::bind_rustls(args.listen, tls)
         .handle(handle)
-        .serve(app.into_make_service())
+        .serve(admission_router(app).into_make_service())
         .await?;
+    let _ = metrics_stop_tx.send(true);
+    metrics_server.await??;
     Ok(())
 }
 

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub decision_seconds: Histogram,
     pub claim_conflicts: Counter,
     pub handovers: Counter,
+    /// TLS clients refused on the admission port (`--client-ca`), by reason.
+    pub clients_refused: Family<DenialLabels, Counter>,
     pool_addresses: Family<PoolLabels, Gauge>,
 }
 
@@ -73,6 +75,13 @@ impl Default for Metrics {
             "Existing IPClaims handed to a new pod after their holder was confirmed gone",
             handovers.clone(),
         );
+        let clients_refused = Family::<DenialLabels, Counter>::default();
+        registry.register(
+            "clients_refused",
+            "TLS clients refused on the admission port: certificate not from --client-ca \
+             (untrusted) or naming none of --client-name (name)",
+            clients_refused.clone(),
+        );
         let pool_addresses = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "pool_addresses",
@@ -86,6 +95,7 @@ impl Default for Metrics {
             decision_seconds,
             claim_conflicts,
             handovers,
+            clients_refused,
             pool_addresses,
         }
     }

@@ -1,4 +1,6 @@
-//! The HTTP surface: /mutate, /validate, /healthz, /readyz, /metrics on one axum router.
+//! The HTTP surfaces: the admission port (/mutate, /validate; HTTPS, optionally only for
+//! kube-apiserver's client certificate) and the metrics port (/metrics, /healthz, /readyz;
+//! plain HTTP for kubelet probes and Prometheus, no admission route).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,10 +24,17 @@ pub struct App {
     pub ready: Arc<AtomicBool>,
 }
 
-pub fn router(app: App) -> Router {
+/// The admission port's routes.
+pub fn admission_router(app: App) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
+        .with_state(app)
+}
+
+/// The metrics port's routes.
+pub fn metrics_router(app: App) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -27,7 +27,5 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Most claims reserved for pods of one namespace that the binder has not bound yet.
     pub max_reservations: usize,
-    pub claim_writers: Vec<String>,
-    pub claim_deleters: Vec<String>,
     pub patch_encoding: PatchEncoding,
 }

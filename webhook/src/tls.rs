@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -110,13 +111,23 @@ impl ReloadingCert {
     /// Without `http2` only HTTP/1.1 is offered: kube-apiserver multiplexes every admission
     /// over one HTTP/2 connection, which pins all traffic to one replica behind a Service,
     /// whereas over HTTP/1.1 it opens a connection per concurrent request.
-    pub fn server_config(self: &Arc<Self>, http2: bool) -> rustls::ServerConfig {
+    ///
+    /// With `clients`, a client must present a certificate that verifier accepts
+    /// (`client_auth`); without, any client may connect.
+    pub fn server_config(
+        self: &Arc<Self>,
+        http2: bool,
+        clients: Option<Arc<dyn ClientCertVerifier>>,
+    ) -> rustls::ServerConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .expect("ring supports TLS 1.2 and 1.3")
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+            .expect("ring supports TLS 1.2 and 1.3");
+        let builder = match clients {
+            Some(v) => builder.with_client_cert_verifier(v),
+            None => builder.with_no_client_auth(),
+        };
+        let mut cfg = builder.with_cert_resolver(self.clone());
         cfg.alpn_protocols = if http2 {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         } else {

@@ -1,6 +1,6 @@
-//! /validate: policy on pods (explicit addresses in allowed pools, no spoofed or changed
-//! allocation), on IPPools (valid, non-overlapping, never stranding a live claim) and on
-//! IPClaims (only pinip's own service accounts write them).
+//! /validate: policy on pods (explicit addresses in allowed pools, no spoofed allocation) and
+//! on IPPools (valid, non-overlapping, never stranding a live claim). Who writes IPClaims is
+//! the ValidatingAdmissionPolicy pinip-claim-writers' job, inside kube-apiserver.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -21,7 +21,6 @@ pub async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> A
     let verdict = match (req.kind.group.as_str(), req.kind.kind.as_str()) {
         ("", "Pod") => pod(state, req).await,
         ("pinip.io", "IPPool") => pool(state, req).await,
-        ("pinip.io", "IPClaim") => claim(state, req),
         ("apps", kind @ ("Deployment" | "StatefulSet" | "DaemonSet")) | ("batch", kind @ "Job") => {
             // Workloads are only ever warned about, never denied.
             let ns = req.namespace.clone().unwrap_or_default();
@@ -262,18 +261,4 @@ async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<()
         }
     }
     Ok(())
-}
-
-fn claim(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(), Verdict> {
-    let user = req.user_info.username.clone().unwrap_or_default();
-    let allowed = state.claim_writers.iter().any(|w| w == &user)
-        || (req.operation == Operation::Delete && state.claim_deleters.iter().any(|w| w == &user));
-    if allowed {
-        return Ok(());
-    }
-    let op = format!("{:?}", req.operation).to_uppercase();
-    Err(Verdict::Deny(format!(
-        "pinip: IPClaim {}: {user:?} may not {op} IPClaims; only pinip's own service accounts write them (allocate by annotating pods instead)",
-        req.name
-    )))
 }

@@ -93,6 +93,10 @@ pub struct PodRef {
     /// When the webhook handed the claim to this pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When the binder last released it (Released); a surplus member of an `app` set is
+    /// deleted a reclaim grace period after this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// Absent until the binder first sees the claim; an absent phase means Reserved (a claim is
@@ -106,6 +110,10 @@ pub struct IPClaimStatus {
     /// reclaim grace period counts from here, or from creation when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When the binder last released it (Released); a surplus member of an `app` set is
+    /// deleted a reclaim grace period after this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 impl IPClaim {

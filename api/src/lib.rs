@@ -13,6 +13,7 @@ pub mod names;
 pub mod owner;
 pub mod pool;
 mod schema;
+pub mod set;
 pub mod workload;
 
 pub use addrset::{AddrSet, Family};

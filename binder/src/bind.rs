@@ -144,6 +144,9 @@ pub struct ClaimInfo {
     pub since: Option<Timestamp>,
     pub workload: Option<WorkloadRef>,
     pub deleting: bool,
+    pub created: Option<Timestamp>,
+    /// When the binder last released it (`status.releasedAt`).
+    pub released_at: Option<Timestamp>,
 }
 
 impl ClaimInfo {
@@ -181,6 +184,12 @@ impl ClaimInfo {
             since,
             workload,
             deleting: c.metadata.deletion_timestamp.is_some(),
+            created: c.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            released_at: c
+                .status
+                .as_ref()
+                .and_then(|s| s.released_at.as_ref())
+                .map(|t| t.0),
         })
     }
 
@@ -212,6 +221,9 @@ pub trait Workloads {
     fn presence(&self, r: &WorkloadRef) -> Presence;
     /// For a retained claim that never recorded its workload: by the owner's kind and name.
     fn presence_by_owner(&self, o: &Owner) -> Presence;
+    /// The bound of the workload's `app` address set ([`pinip_api::set::bound`]); `None`
+    /// when it is unbounded or not known (then no member is deleted as surplus).
+    fn set_bound(&self, r: &WorkloadRef) -> Option<u32>;
 }
 
 /// Pod events the binder records.
@@ -267,6 +279,8 @@ pub enum Why {
     ScaledDown { ordinal: i32, replicas: i32 },
     /// A Released claim that is not retained.
     NotRetained,
+    /// A Released member of an `app` set that holds more than its bound (scaled down).
+    SetShrunk { members: usize, bound: u32 },
 }
 
 impl Why {
@@ -277,6 +291,7 @@ impl Why {
             Why::WorkloadGone(_) => "workload_gone",
             Why::ScaledDown { .. } => "scaled_down",
             Why::NotRetained => "not_retained",
+            Why::SetShrunk { .. } => "set_shrunk",
         }
     }
 }
@@ -294,6 +309,10 @@ impl fmt::Display for Why {
                 "ordinal {ordinal} is beyond the StatefulSet's {replicas} replicas"
             ),
             Why::NotRetained => f.write_str("released and not retained"),
+            Why::SetShrunk { members, bound } => write!(
+                f,
+                "its workload's address set holds {members} addresses, more than its bound {bound}"
+            ),
         }
     }
 }
@@ -441,6 +460,14 @@ pub fn plan<W: Workloads>(world: &World<'_, W>, policy: &Policy) -> Plan {
         }
     }
     let mut lookups: HashSet<WorkloadRef> = HashSet::new();
+    let mut sets: Sets = HashMap::new();
+    for c in world
+        .claims
+        .iter()
+        .filter(|c| c.retain == Retain::App && !c.deleting)
+    {
+        sets.entry((&c.owner, c.pool.as_str())).or_default().push(c);
+    }
     for c in world.claims {
         if c.deleting {
             continue;
@@ -485,7 +512,7 @@ pub fn plan<W: Workloads>(world: &World<'_, W>, policy: &Policy) -> Plan {
             // conflict, reported above, e.g. left by an older version): never release it
             // from under that pod.
             None if namers.iter().any(|(_, ip)| backs(c, ip)) => None,
-            None => unheld(c, world, policy, &mut plan, &mut lookups),
+            None => unheld(c, world, policy, &sets, &mut plan, &mut lookups),
         };
         plan.actions.extend(action);
     }
@@ -606,11 +633,15 @@ fn bind(c: &ClaimInfo, p: &PodInfo) -> Option<Action> {
     }))
 }
 
+/// The members of each `app` set (owner, pool).
+type Sets<'a> = HashMap<(&'a Owner, &'a str), Vec<&'a ClaimInfo>>;
+
 /// A claim no live pod holds.
 fn unheld<W: Workloads>(
     c: &ClaimInfo,
     world: &World<'_, W>,
     policy: &Policy,
+    sets: &Sets<'_>,
     plan: &mut Plan,
     lookups: &mut HashSet<WorkloadRef>,
 ) -> Option<Action> {
@@ -658,7 +689,9 @@ fn unheld<W: Workloads>(
     }
     match c.phase {
         ClaimPhase::Released if !retained => Some(delete(Why::NotRetained)),
-        ClaimPhase::Released => retained_end(c, world, policy, lookups).map(delete),
+        ClaimPhase::Released => retained_end(c, world, policy, lookups)
+            .or_else(|| surplus(c, world, policy, sets, plan))
+            .map(delete),
         // Bound without a pod: a release whose status write did not happen.
         _ => Some(if retained {
             release(Why::NeverAppeared)
@@ -666,6 +699,46 @@ fn unheld<W: Workloads>(
             delete(Why::NeverAppeared)
         }),
     }
+}
+
+/// Whether a Released member of an `app` set is surplus: the set holds more than its bound
+/// (the workload was scaled down), this member is among the newest Released ones beyond it
+/// (the set keeps its oldest addresses, the ones longest on allow-lists), and it was released
+/// a reclaim grace period ago (so a quick scale down and up keeps the set).
+fn surplus<W: Workloads>(
+    c: &ClaimInfo,
+    world: &World<'_, W>,
+    policy: &Policy,
+    sets: &Sets<'_>,
+    plan: &mut Plan,
+) -> Option<Why> {
+    if c.retain != Retain::App || c.pod.is_some() {
+        return None;
+    }
+    let bound = world.workloads.set_bound(c.workload.as_ref()?)?;
+    let members = sets.get(&(&c.owner, c.pool.as_str()))?;
+    let excess = members
+        .len()
+        .checked_sub(bound as usize)
+        .filter(|e| *e > 0)?;
+    let mut released: Vec<&ClaimInfo> = members
+        .iter()
+        .filter(|m| m.phase == ClaimPhase::Released && m.pod.is_none())
+        .copied()
+        .collect();
+    released.sort_by(|a, b| (b.created, &b.name).cmp(&(a.created, &a.name)));
+    if !released.iter().take(excess).any(|m| m.name == c.name) {
+        return None;
+    }
+    let due = after(c.released_at.or(c.since)?, policy.reclaim_grace)?;
+    if due > world.now {
+        plan.wake(due, world.now);
+        return None;
+    }
+    Some(Why::SetShrunk {
+        members: members.len(),
+        bound,
+    })
 }
 
 /// Whether a retained claim without a pod has reached its end: its workload is gone, or it
@@ -825,8 +898,9 @@ mod tests {
         json!({"kind": "Pod", "namespace": "ns", "name": name})
     }
 
+    /// Presence by "kind/uid" (or "kind/name" for owners), and set bounds by "kind/uid".
     #[derive(Default)]
-    struct Known(BTreeMap<String, Presence>);
+    struct Known(BTreeMap<String, Presence>, BTreeMap<String, u32>);
 
     impl Workloads for Known {
         fn presence(&self, r: &WorkloadRef) -> Presence {
@@ -840,6 +914,9 @@ mod tests {
                 .get(&format!("{}/{}", o.kind, o.name))
                 .copied()
                 .unwrap_or(Presence::Exists { replicas: None })
+        }
+        fn set_bound(&self, r: &WorkloadRef) -> Option<u32> {
+            self.1.get(&format!("{}/{}", r.kind, r.uid)).copied()
         }
     }
 
@@ -1157,6 +1234,90 @@ mod tests {
         let plan = run(&[c0], &[], &known, T1, &p);
         assert!(
             matches!(&plan.actions[..], [Action::Release { .. }]),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn surplus_set_members_are_deleted_newest_first_after_grace() {
+        let member = |n: u8, created: &str, status: Value| {
+            claim(
+                &format!("10-0-0-{n}"),
+                &format!("10.0.0.{n}/24"),
+                json!({"kind": "Deployment", "namespace": "ns", "name": "web"}),
+                "app",
+                json!({
+                    "metadata": {"creationTimestamp": created, "annotations": {WORKLOAD_ANNOTATION:
+                        r#"{"apiVersion":"apps/v1","kind":"Deployment","name":"web","uid":"web-uid"}"#}},
+                    "status": status,
+                }),
+            )
+        };
+        let released = json!({"phase": "Released", "releasedAt": T0});
+        // Five members, the newest two (by creation, then name) beyond a bound of 3.
+        let claims = vec![
+            member(1, T0, released.clone()),
+            member(2, T0, released.clone()),
+            member(3, T1, released.clone()),
+            member(4, T1, released.clone()),
+            member(5, T0, released.clone()),
+        ];
+        let mut known = Known::default();
+        known.0.insert(
+            "Deployment/web-uid".into(),
+            Presence::Exists { replicas: None },
+        );
+        let deleted = |plan: &Plan| -> Vec<String> {
+            plan.actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Delete {
+                        claim,
+                        why:
+                            Why::SetShrunk {
+                                members: 5,
+                                bound: 3,
+                            },
+                        ..
+                    } => Some(claim.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Unbounded (bound unknown): nothing is surplus.
+        assert!(run(&claims, &[], &known, T3, &policy()).actions.is_empty());
+        known.1.insert("Deployment/web-uid".into(), 3);
+        // Within the grace after release: kept, with a wake-up planned.
+        let plan = run(&claims, &[], &known, T1, &policy());
+        assert!(plan.actions.is_empty(), "{plan:?}");
+        assert!(plan.wake_in.is_some());
+        let plan = run(&claims, &[], &known, T3, &policy());
+        assert_eq!(deleted(&plan), vec!["10-0-0-3", "10-0-0-4"], "{plan:?}");
+        // At or under the bound nothing goes.
+        known.1.insert("Deployment/web-uid".into(), 5);
+        assert!(run(&claims, &[], &known, T3, &policy()).actions.is_empty());
+        // Held members are never surplus; only Released ones are counted as candidates.
+        known.1.insert("Deployment/web-uid".into(), 1);
+        let mut held = claims.clone();
+        for c in held.iter_mut().take(4) {
+            c.phase = ClaimPhase::Bound;
+            c.pod = Some(PodRef {
+                name: format!("p-{}", c.name),
+                uid: format!("u-{}", c.name),
+                ..Default::default()
+            });
+        }
+        let pods: Vec<PodInfo> = Vec::new();
+        let plan = run(&held, &pods, &known, T3, &policy());
+        assert!(
+            plan.actions.iter().all(|a| match a {
+                Action::Delete {
+                    claim,
+                    why: Why::SetShrunk { .. },
+                    ..
+                } => claim == "10-0-0-5",
+                _ => true,
+            }),
             "{plan:?}"
         );
     }

@@ -161,6 +161,17 @@ impl Workloads for IndexWorkloads<'_> {
             _ => Presence::Exists { replicas: None },
         }
     }
+
+    fn set_bound(&self, r: &WorkloadRef) -> Option<u32> {
+        let obj = self.index.workloads.object(r)?;
+        match pinip_api::set::bound(&obj) {
+            Ok(b) => b.map(|b| b.size),
+            Err(e) => {
+                tracing::warn!(workload = %r, error = %e, "address set bound unreadable; the set is not shrunk");
+                None
+            }
+        }
+    }
 }
 
 /// Keeps only what the binder reads of a pod, to keep the cache small.

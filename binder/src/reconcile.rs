@@ -451,7 +451,11 @@ async fn execute(ctx: &Context, action: Action) -> Result<Done, Error> {
                 rv = updated.resource_version().unwrap_or_default();
                 stale.push(rv.clone());
             }
-            let patch = json!({"metadata": {"resourceVersion": rv}, "status": {"phase": ClaimPhase::Released}});
+            let released_at = k8s_openapi::jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string();
+            let patch = json!({"metadata": {"resourceVersion": rv},
+                "status": {"phase": ClaimPhase::Released, "releasedAt": released_at}});
             api.patch_status(claim, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(claim_err(claim))?;

@@ -3,11 +3,13 @@
 //!
 //! - [`workloads`]: watch-fed caches of StatefulSets, ReplicaSets and Deployments;
 //! - [`resolve`]: the verified owner of a pod (caches first, one GET for what they miss);
+//! - [`set`]: the bound of a workload's address set (`retain: app`);
 //! - [`confirm`]: whether a claim is free to change hands, asked of the API server right
 //!   before the write that depends on it.
 
 pub mod confirm;
 pub mod resolve;
+pub mod set;
 pub mod watch;
 pub mod workloads;
 

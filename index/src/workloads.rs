@@ -1,11 +1,16 @@
-//! Watch-fed caches of the workloads that keep addresses: StatefulSets (replicas only),
-//! ReplicaSets and Deployments (metadata only). The webhook verifies owners against them; the
-//! binder also asks whether a retaining workload still exists.
+//! Watch-fed caches of the workloads that keep addresses: StatefulSets, ReplicaSets and
+//! Deployments, stripped to what owners and address-set bounds need (identity, controller,
+//! replicas, strategy, the template's `pinip.io/set-size`). The webhook verifies owners
+//! against them; the binder also asks whether a retaining workload still exists.
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet, StatefulSetSpec};
-use kube::api::{Api, PartialObjectMeta};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, ReplicaSet, ReplicaSetSpec, StatefulSet, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -17,8 +22,8 @@ use crate::watch::drain;
 #[derive(Clone)]
 pub struct Workloads {
     pub statefulsets: Store<StatefulSet>,
-    pub replicasets: Store<PartialObjectMeta<ReplicaSet>>,
-    pub deployments: Store<PartialObjectMeta<Deployment>>,
+    pub replicasets: Store<ReplicaSet>,
+    pub deployments: Store<Deployment>,
 }
 
 impl Workloads {
@@ -44,12 +49,9 @@ impl Workloads {
             changed.clone(),
             reflector::reflector(
                 rs_w,
-                watcher(
-                    Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
-                    cfg.clone(),
-                )
-                .modify(strip_meta)
-                .default_backoff(),
+                watcher(Api::<ReplicaSet>::all(client.clone()), cfg.clone())
+                    .modify(strip_replicaset)
+                    .default_backoff(),
             ),
         ));
         tokio::spawn(drain(
@@ -57,12 +59,9 @@ impl Workloads {
             changed,
             reflector::reflector(
                 deploy_w,
-                watcher(
-                    Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
-                    cfg,
-                )
-                .modify(strip_meta)
-                .default_backoff(),
+                watcher(Api::<Deployment>::all(client.clone()), cfg)
+                    .modify(strip_deployment)
+                    .default_backoff(),
             ),
         ));
         Workloads {
@@ -84,12 +83,34 @@ impl Workloads {
         self.statefulsets.get(&ObjectRef::new(name).within(ns))
     }
 
-    pub fn replicaset(&self, ns: &str, name: &str) -> Option<Arc<PartialObjectMeta<ReplicaSet>>> {
+    pub fn replicaset(&self, ns: &str, name: &str) -> Option<Arc<ReplicaSet>> {
         self.replicasets.get(&ObjectRef::new(name).within(ns))
     }
 
-    pub fn deployment(&self, ns: &str, name: &str) -> Option<Arc<PartialObjectMeta<Deployment>>> {
+    pub fn deployment(&self, ns: &str, name: &str) -> Option<Arc<Deployment>> {
         self.deployments.get(&ObjectRef::new(name).within(ns))
+    }
+
+    /// The cached object `r` names (an apps/v1 kind, same uid) as the API server would
+    /// return it, stripped; `None` when the caches do not hold it.
+    pub fn object(&self, r: &pinip_api::workload::WorkloadRef) -> Option<serde_json::Value> {
+        fn same<K: Resource + serde::Serialize>(
+            o: Option<Arc<K>>,
+            uid: &str,
+        ) -> Option<serde_json::Value> {
+            o.filter(|o| o.meta().uid.as_deref() == Some(uid))
+                .and_then(|o| serde_json::to_value(&*o).ok())
+        }
+        let (ns, name) = (r.namespace.as_str(), r.name.as_str());
+        if r.is_apps_v1("Deployment") {
+            same(self.deployment(ns, name), &r.uid)
+        } else if r.is_apps_v1("ReplicaSet") {
+            same(self.replicaset(ns, name), &r.uid)
+        } else if r.is_apps_v1("StatefulSet") {
+            same(self.statefulset(ns, name), &r.uid)
+        } else {
+            None
+        }
     }
 }
 
@@ -121,18 +142,55 @@ impl Controllers for Workloads {
     }
 }
 
-fn strip_meta<K>(o: &mut PartialObjectMeta<K>) {
-    o.metadata.managed_fields = None;
-    o.metadata.annotations = None;
-    o.metadata.labels = None;
+fn strip_meta(m: &mut ObjectMeta) {
+    m.managed_fields = None;
+    m.annotations = None;
+    m.labels = None;
+}
+
+/// A pod template reduced to its `pinip.io/set-size` annotation.
+fn strip_template(t: &PodTemplateSpec) -> PodTemplateSpec {
+    let annotations = t.metadata.as_ref().and_then(|m| m.annotations.as_ref());
+    let size = annotations.and_then(|a| a.get(pinip_api::set::SET_SIZE_ANNOTATION));
+    PodTemplateSpec {
+        metadata: size.map(|v| ObjectMeta {
+            annotations: Some(
+                [(pinip_api::set::SET_SIZE_ANNOTATION.to_string(), v.clone())].into(),
+            ),
+            ..Default::default()
+        }),
+        spec: None,
+    }
+}
+
+fn strip_deployment(d: &mut Deployment) {
+    strip_meta(&mut d.metadata);
+    let s = std::mem::take(&mut d.spec);
+    d.spec = DeploymentSpec {
+        replicas: s.replicas,
+        strategy: s.strategy,
+        template: strip_template(&s.template),
+        ..Default::default()
+    };
+    d.status = None;
+}
+
+fn strip_replicaset(r: &mut ReplicaSet) {
+    strip_meta(&mut r.metadata);
+    let s = std::mem::take(&mut r.spec);
+    r.spec = ReplicaSetSpec {
+        replicas: s.replicas,
+        template: s.template.as_ref().map(strip_template),
+        ..Default::default()
+    };
+    r.status = None;
 }
 
 fn strip_statefulset(s: &mut StatefulSet) {
-    s.metadata.managed_fields = None;
-    s.metadata.annotations = None;
-    s.metadata.labels = None;
+    strip_meta(&mut s.metadata);
     s.spec = StatefulSetSpec {
         replicas: s.spec.replicas,
+        template: strip_template(&s.spec.template),
         ..Default::default()
     };
     s.status = None;

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use pinip_api::annotations::Retain;
 use pinip_api::claim::RETAIN_LABEL;
 use pinip_api::holder::Record;
 use pinip_api::owner::holder;
+use pinip_api::set::SetBound;
+use pinip_api::workload::WorkloadRef;
 use pinip_api::{IPClaim, Owner, claim_name};
 use pinip_index::confirm_free;
 use serde_json::json;
@@ -84,17 +86,19 @@ impl Holder {
 const HANDOVER_ATTEMPTS: u32 = 3;
 
 impl Allocator {
+    /// `workload`: the verified workload behind `owner` (bounds an `app` set).
     pub async fn allocate(
         &self,
         chosen: &[Chosen],
         owner: &Owner,
+        workload: Option<&WorkloadRef>,
         retain: Retain,
         pod: &Holder,
         dry_run: bool,
     ) -> Result<Vec<Decided>, Denial> {
         let mut done: Vec<Decided> = Vec::new();
         for c in chosen {
-            match self.one(c, owner, retain, pod, dry_run).await {
+            match self.one(c, owner, workload, retain, pod, dry_run).await {
                 Ok(d) => done.push(d),
                 Err(e) => {
                     self.rollback(&done).await;
@@ -133,6 +137,7 @@ impl Allocator {
         &self,
         c: &Chosen,
         owner: &Owner,
+        workload: Option<&WorkloadRef>,
         retain: Retain,
         pod: &Holder,
         dry_run: bool,
@@ -173,6 +178,8 @@ impl Allocator {
             };
         }
 
+        // An `app` set may grow by a fresh address only below its bound.
+        let mut set_bound: Option<SetBound> = None;
         if matches!(retain, Retain::Ordinal | Retain::App) {
             let mut members: Vec<Arc<IPClaim>> = self
                 .index
@@ -182,25 +189,47 @@ impl Allocator {
                 .filter(|k| k.spec.pool == pool && k.spec.owner == *owner)
                 .collect();
             members.sort_by_key(|k| k.name_any());
-            for m in members {
-                let Some(ip) = m.ip() else {
-                    continue;
-                };
-                if retain == Retain::Ordinal {
-                    // A StatefulSet ordinal has one address; its pod waits until it is free.
-                    self.hand_over(&m, owner, pod, dry_run).await?;
+            if retain == Retain::Ordinal {
+                // A StatefulSet ordinal has one address; its pod waits until it is free.
+                if let Some(m) = members.iter().find(|m| m.ip().is_some()) {
+                    self.hand_over(m, owner, pod, dry_run).await?;
+                    let ip = m.ip().expect("checked");
                     return Ok(decided(ip, m.name_any(), None));
                 }
-                // `app`: a member nobody holds; members held by the set's other pods are
-                // passed over without asking the API server.
-                if m.record() != Record::Free {
-                    continue;
-                }
-                match self.hand_over(&m, owner, pod, dry_run).await {
-                    Ok(()) => return Ok(decided(ip, m.name_any(), None)),
-                    Err(e) => {
-                        tracing::debug!(claim = %m.name_any(), reason = %e, "member not free");
+            } else {
+                // `app`: first a member nobody holds (members held by the set's other pods are
+                // passed over without asking the API server)...
+                for m in members.iter().filter(|m| m.record() == Record::Free) {
+                    let Some(ip) = m.ip() else { continue };
+                    match self.hand_over(m, owner, pod, dry_run).await {
+                        Ok(()) => return Ok(decided(ip, m.name_any(), None)),
+                        Err(e) => {
+                            tracing::debug!(claim = %m.name_any(), reason = %e, "member not free");
+                        }
                     }
+                }
+                // ...then a fresh address while the set is below its bound...
+                set_bound = match workload {
+                    Some(w) => set_bound_of(&self.client, &self.index.workloads, w).await?,
+                    None => None,
+                };
+                if let Some(b) = &set_bound
+                    && members.len() >= b.size as usize
+                {
+                    // ...else a member whose recorded holder is gone (the binder has not
+                    // released it yet), confirmed with the API server.
+                    for m in members.iter().filter(|m| m.record() != Record::Free) {
+                        let Some(ip) = m.ip() else { continue };
+                        if self.hand_over(m, owner, pod, dry_run).await.is_ok() {
+                            return Ok(decided(ip, m.name_any(), None));
+                        }
+                    }
+                    return Err(Denial::SetFull {
+                        set: holder(owner),
+                        pool,
+                        members: members.len(),
+                        bound: b.clone(),
+                    });
                 }
             }
         }
@@ -218,7 +247,13 @@ impl Allocator {
                 return Ok(decided(ip, name, None));
             }
             match self.create(c, &name, ip, owner, retain, pod).await {
-                Ok(created) => return Ok(decided(ip, name, Some(created))),
+                Ok(created) => {
+                    let d = decided(ip, name, Some(created));
+                    if let Some(b) = &set_bound {
+                        self.check_set_size(&d, owner, b).await?;
+                    }
+                    return Ok(d);
+                }
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     self.metrics.claim_conflicts.inc();
                     self.index.mark_created(&name);
@@ -254,9 +289,15 @@ impl Allocator {
             "pod": pod.pod_ref(),
             "interface": self.interface,
         });
+        let mut labels = match retain {
+            // The members of a workload's set are listed by its labels.
+            Retain::Ordinal | Retain::App => pinip_api::set::labels(owner),
+            Retain::None => Default::default(),
+        };
+        labels.insert(RETAIN_LABEL.to_string(), retain.to_string());
         let claim: IPClaim = serde_json::from_value(json!({
             "apiVersion": "pinip.io/v1alpha1", "kind": "IPClaim",
-            "metadata": {"name": name, "labels": {RETAIN_LABEL: retain.to_string()}},
+            "metadata": {"name": name, "labels": labels},
             "spec": spec,
         }))
         .expect("claim from known fields");
@@ -264,6 +305,46 @@ impl Allocator {
         self.index.mark_created(name);
         let rv = created.resource_version().unwrap_or_default();
         Ok((created.metadata.uid.unwrap_or_default(), rv))
+    }
+
+    /// After growing `owner`'s set by `d`: the set as the API server has it now (a consistent
+    /// LIST) must not exceed `bound`. Concurrent admissions of one set may each have seen
+    /// room for one more; each that finds the set over its bound after its own create takes
+    /// its claim back and waits, so at least one of them sees the other and the set never
+    /// keeps more than the bound (both may back off; the controller retries).
+    async fn check_set_size(
+        &self,
+        d: &Decided,
+        owner: &Owner,
+        bound: &SetBound,
+    ) -> Result<(), Denial> {
+        let pool = d.chosen.name();
+        let lp = ListParams::default().labels(&pinip_api::set::selector(owner));
+        let members = match self.api.list(&lp).await {
+            Ok(l) => l
+                .items
+                .iter()
+                .filter(|k| {
+                    k.spec.pool == pool
+                        && k.spec.owner == *owner
+                        && k.metadata.deletion_timestamp.is_none()
+                })
+                .count(),
+            Err(e) => {
+                self.rollback(std::slice::from_ref(d)).await;
+                return Err(Denial::Api(format!("counting the address set: {e}")));
+            }
+        };
+        if members <= bound.size as usize {
+            return Ok(());
+        }
+        self.rollback(std::slice::from_ref(d)).await;
+        Err(Denial::SetFull {
+            set: holder(owner),
+            pool,
+            members: members - 1,
+            bound: bound.clone(),
+        })
     }
 
     /// Hands an existing claim to `pod`: only a claim of the same owner, and only when it is
@@ -342,6 +423,21 @@ impl Allocator {
             claim.name_any()
         )))
     }
+}
+
+/// The bound of `w`'s set (`None`: unbounded). A workload that cannot be read denies the pod
+/// rather than growing the set past a bound nobody could check.
+async fn set_bound_of(
+    client: &kube::Client,
+    workloads: &pinip_index::Workloads,
+    w: &WorkloadRef,
+) -> Result<Option<SetBound>, Denial> {
+    pinip_index::set::set_bound(client, workloads, w)
+        .await
+        .map_err(|e| match e {
+            pinip_index::set::SetError::Invalid { .. } => Denial::Retain(e.to_string()),
+            _ => Denial::Api(e.to_string()),
+        })
 }
 
 fn now() -> String {

@@ -156,7 +156,7 @@ async fn decide(
         .resolve(pod, ns)
         .await
         .map_err(|e| Denial::Api(format!("verifying the pod's owner: {e}")))?;
-    let owner = resolved.owner;
+    let owner = resolved.owner.clone();
     let retain = retain_req.unwrap_or_else(|| owner::default_retain(&owner));
     if let (Some(Retain::Ordinal | Retain::App), Some(why)) = (retain_req, &resolved.unverified) {
         return Err(Denial::Retain(format!(
@@ -193,7 +193,14 @@ async fn decide(
     };
     let decided = state
         .allocator
-        .allocate(&chosen, &owner, retain, &holder, dry_run)
+        .allocate(
+            &chosen,
+            &owner,
+            resolved.workload.as_ref(),
+            retain,
+            &holder,
+            dry_run,
+        )
         .await?;
     Ok((
         allocation(&state.allocator.interface, &decided),

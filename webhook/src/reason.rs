@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use pinip_api::set::SetBound;
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum Denial {
     #[error("{0}")]
@@ -49,6 +51,15 @@ pub enum Denial {
         count: usize,
         limit: usize,
     },
+    #[error(
+        "the address set of {set} in pool {pool} holds {members} addresses, its bound is {bound}, and every member is held by a live pod; the pod waits: it is admitted when a member is released (raise pinip.io/set-size on the pod template to allow more)"
+    )]
+    SetFull {
+        set: String,
+        pool: String,
+        members: usize,
+        bound: SetBound,
+    },
     #[error("{0}")]
     Retain(String),
     #[error("pinip.io/allocation is written only by the pinip webhook; remove it from the pod")]
@@ -75,6 +86,7 @@ impl Denial {
             Denial::Exhausted { .. } => "pool_exhausted",
             Denial::AddressHeld { .. } => "address_held",
             Denial::ClaimHeld { .. } => "claim_held",
+            Denial::SetFull { .. } => "set_full",
             Denial::Retain(_) => "bad_retain",
             Denial::TooManyReservations { .. } => "too_many_reservations",
             Denial::AllocationSupplied => "allocation_supplied",
@@ -91,7 +103,8 @@ impl Denial {
             | Denial::OtherNetwork { pool, .. }
             | Denial::AddressNotInPool { pool, .. }
             | Denial::BadPool { pool, .. }
-            | Denial::Exhausted { pool, .. } => Some(pool),
+            | Denial::Exhausted { pool, .. }
+            | Denial::SetFull { pool, .. } => Some(pool),
             _ => None,
         }
     }

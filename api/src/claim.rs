@@ -93,10 +93,6 @@ pub struct PodRef {
     /// When the webhook handed the claim to this pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-    /// When the binder last released it (Released); a surplus member of an `app` set is
-    /// deleted a reclaim grace period after this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub released_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// Absent until the binder first sees the claim; an absent phase means Reserved (a claim is
@@ -111,7 +107,7 @@ pub struct IPClaimStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// When the binder last released it (Released); a surplus member of an `app` set is
-    /// deleted a reclaim grace period after this.
+    /// deleted `--set-shrink-grace` after this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }

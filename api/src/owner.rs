@@ -199,6 +199,12 @@ pub fn check_retain(owner: &Owner, retain: Retain) -> Result<(), String> {
         Retain::App if owner.kind == "Pod" => {
             Err("retain \"app\" needs a pod owned by a workload; this pod has no controller".into())
         }
+        // A StatefulSet's owner identity carries the ordinal, so an `app` set would be one set
+        // per ordinal, each bounded by the replicas.
+        Retain::App if owner.ordinal.is_some() => Err(format!(
+            "retain \"app\" is for workloads without ordinals; StatefulSet {} keeps each ordinal's address (retain \"ordinal\", the default)",
+            owner.name
+        )),
         _ => Ok(()),
     }
 }
@@ -378,5 +384,10 @@ mod tests {
         assert_eq!((need.kind.as_str(), need.name.as_str()), ("CloneSet", "cs"));
         let bare = owner_of(&pod(json!({"metadata": {"name": "p"}})), &objs);
         assert!(check_retain(&bare.owner, Retain::App).is_err());
+        let ordinal = Owner {
+            ordinal: Some(0),
+            ..r.owner.clone()
+        };
+        assert!(check_retain(&ordinal, Retain::App).is_err());
     }
 }

@@ -27,6 +27,11 @@ pub struct Args {
     /// clocks and whole-second timestamps.
     #[arg(long, default_value = "75s", value_parser = parse_duration)]
     pub reclaim_grace: Duration,
+    /// A Released member of a `retain: app` set that holds more than its bound (the workload
+    /// was scaled down) is deleted this long after its release; a scale back up within it
+    /// keeps every address. A workload scaled to zero keeps its whole set.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub set_shrink_grace: Duration,
     /// Delete a StatefulSet's retained claims whose ordinal is >= its replicas once their pod
     /// is gone. By default scale-down keeps them, so scaling up again restores the addresses.
     #[arg(long)]

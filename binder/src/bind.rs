@@ -36,6 +36,8 @@ use pinip_api::claim::RETAIN_LABEL;
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub reclaim_grace: Duration,
+    /// How long after its release a surplus member of an `app` set is deleted.
+    pub set_shrink_grace: Duration,
     pub release_on_scale_down: bool,
     pub conflict_settle: Duration,
 }
@@ -702,9 +704,9 @@ fn unheld<W: Workloads>(
 }
 
 /// Whether a Released member of an `app` set is surplus: the set holds more than its bound
-/// (the workload was scaled down), this member is among the newest Released ones beyond it
-/// (the set keeps its oldest addresses, the ones longest on allow-lists), and it was released
-/// a reclaim grace period ago (so a quick scale down and up keeps the set).
+/// (the workload was scaled down, not to zero), this member is among the newest Released
+/// ones beyond it (the set keeps its oldest addresses, the ones longest on allow-lists), and
+/// it was released `--set-shrink-grace` ago (so a quick scale down and up keeps the set).
 fn surplus<W: Workloads>(
     c: &ClaimInfo,
     world: &World<'_, W>,
@@ -715,7 +717,11 @@ fn surplus<W: Workloads>(
     if c.retain != Retain::App || c.pod.is_some() {
         return None;
     }
-    let bound = world.workloads.set_bound(c.workload.as_ref()?)?;
+    // A workload scaled to zero keeps its whole set.
+    let bound = world
+        .workloads
+        .set_bound(c.workload.as_ref()?)
+        .filter(|b| *b > 0)?;
     let members = sets.get(&(&c.owner, c.pool.as_str()))?;
     let excess = members
         .len()
@@ -730,7 +736,8 @@ fn surplus<W: Workloads>(
     if !released.iter().take(excess).any(|m| m.name == c.name) {
         return None;
     }
-    let due = after(c.released_at.or(c.since)?, policy.reclaim_grace)?;
+    // Released by a version that did not record when: not trimmed until its next release.
+    let due = after(c.released_at?, policy.set_shrink_grace)?;
     if due > world.now {
         plan.wake(due, world.now);
         return None;
@@ -789,6 +796,7 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             reclaim_grace: GRACE,
+            set_shrink_grace: GRACE,
             release_on_scale_down: false,
             conflict_settle: Duration::from_secs(10),
         }
@@ -1211,6 +1219,7 @@ mod tests {
             "{plan:?}"
         );
         let p = Policy {
+            set_shrink_grace: GRACE,
             release_on_scale_down: true,
             ..policy()
         };
@@ -1296,6 +1305,20 @@ mod tests {
         // At or under the bound nothing goes.
         known.1.insert("Deployment/web-uid".into(), 5);
         assert!(run(&claims, &[], &known, T3, &policy()).actions.is_empty());
+        // Scaled to zero: the whole set is kept.
+        known.1.insert("Deployment/web-uid".into(), 0);
+        assert!(run(&claims, &[], &known, T3, &policy()).actions.is_empty());
+        // Released by a version that did not record when: kept until its next release.
+        known.1.insert("Deployment/web-uid".into(), 3);
+        let mut unstamped = claims.clone();
+        for c in &mut unstamped {
+            c.released_at = None;
+        }
+        assert!(
+            run(&unstamped, &[], &known, T3, &policy())
+                .actions
+                .is_empty()
+        );
         // Held members are never surplus; only Released ones are counted as candidates.
         known.1.insert("Deployment/web-uid".into(), 1);
         let mut held = claims.clone();

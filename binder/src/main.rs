@@ -54,6 +54,7 @@ async fn main() -> Result<()> {
         lookups: Lookups::new(client.clone(), args.resync_interval),
         policy: Policy {
             reclaim_grace: args.reclaim_grace,
+            set_shrink_grace: args.set_shrink_grace,
             release_on_scale_down: args.release_on_scale_down,
             conflict_settle: args.conflict_settle,
         },

@@ -158,7 +158,7 @@ async fn rolled_out(client: &Client, ns: &str, name: &str, replicas: i32) -> Res
 async fn app_sets_stay_within_their_bound() -> Result<()> {
     let stack = Stack::start(StackOptions {
         webhook_args: vec!["--cooldown=0s".into()],
-        binder_args: vec!["--reclaim-grace=5s".into()],
+        binder_args: vec!["--reclaim-grace=5s".into(), "--set-shrink-grace=5s".into()],
         ..Default::default()
     })
     .await?;

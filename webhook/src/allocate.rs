@@ -82,6 +82,10 @@ impl Holder {
     }
 }
 
+/// At a full `app` set, how many held members a pod's admission asks the API server about
+/// (whether their holder is gone) before it waits.
+const HELD_MEMBERS_ASKED: usize = 4;
+
 /// Attempts at handing over an existing claim whose version moved under us.
 const HANDOVER_ATTEMPTS: u32 = 3;
 
@@ -150,17 +154,57 @@ impl Allocator {
             claim,
             created,
         };
+        // The members of the owner's retained set in this pool (in the watch index).
+        let members: Vec<Arc<IPClaim>> = if matches!(retain, Retain::Ordinal | Retain::App) {
+            let mut m: Vec<Arc<IPClaim>> = self
+                .index
+                .claims
+                .state()
+                .into_iter()
+                .filter(|k| k.spec.pool == pool && k.spec.owner == *owner)
+                .collect();
+            m.sort_by_key(|k| k.name_any());
+            m
+        } else {
+            Vec::new()
+        };
+        // An `app` set grows by a new claim only below its bound (`None`: unbounded).
+        let room = |bound: &Option<SetBound>| -> Result<(), Denial> {
+            match bound {
+                Some(b) if members.len() >= b.size as usize => Err(Denial::SetFull {
+                    set: holder(owner),
+                    pool: pool.clone(),
+                    members: members.len(),
+                    bound: b.clone(),
+                }),
+                _ => Ok(()),
+            }
+        };
+
         if let Some(ip) = c.explicit {
             let name = claim_name(&network, &ip);
             if let Some(existing) = self.index.claim(&name) {
                 self.hand_over(&existing, owner, pod, dry_run).await?;
                 return Ok(decided(ip, name, None));
             }
+            let set_bound = match (retain, workload) {
+                (Retain::App, Some(w)) => {
+                    set_bound_of(&self.client, &self.index.workloads, w).await?
+                }
+                _ => None,
+            };
+            room(&set_bound)?;
             if dry_run {
                 return Ok(decided(ip, name, None));
             }
             return match self.create(c, &name, ip, owner, retain, pod).await {
-                Ok(created) => Ok(decided(ip, name, Some(created))),
+                Ok(created) => {
+                    let d = decided(ip, name, Some(created));
+                    if let Some(b) = &set_bound {
+                        self.check_set_size(&d, owner, b, &members).await?;
+                    }
+                    Ok(d)
+                }
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     // Taken by a replica whose claim our watch has not seen yet.
                     match self.api.get_opt(&name).await {
@@ -178,59 +222,47 @@ impl Allocator {
             };
         }
 
-        // An `app` set may grow by a fresh address only below its bound.
         let mut set_bound: Option<SetBound> = None;
-        if matches!(retain, Retain::Ordinal | Retain::App) {
-            let mut members: Vec<Arc<IPClaim>> = self
-                .index
-                .claims
-                .state()
-                .into_iter()
-                .filter(|k| k.spec.pool == pool && k.spec.owner == *owner)
-                .collect();
-            members.sort_by_key(|k| k.name_any());
-            if retain == Retain::Ordinal {
-                // A StatefulSet ordinal has one address; its pod waits until it is free.
-                if let Some(m) = members.iter().find(|m| m.ip().is_some()) {
-                    self.hand_over(m, owner, pod, dry_run).await?;
-                    let ip = m.ip().expect("checked");
-                    return Ok(decided(ip, m.name_any(), None));
+        if retain == Retain::Ordinal {
+            // A StatefulSet ordinal has one address; its pod waits until it is free.
+            if let Some(m) = members.iter().find(|m| m.ip().is_some()) {
+                self.hand_over(m, owner, pod, dry_run).await?;
+                let ip = m.ip().expect("checked");
+                return Ok(decided(ip, m.name_any(), None));
+            }
+        } else if retain == Retain::App {
+            // `app`: first a member nobody holds (members held by the set's other pods are
+            // passed over without asking the API server)...
+            for m in members.iter().filter(|m| m.record() == Record::Free) {
+                let Some(ip) = m.ip() else { continue };
+                match self.hand_over(m, owner, pod, dry_run).await {
+                    Ok(()) => return Ok(decided(ip, m.name_any(), None)),
+                    Err(e) => {
+                        tracing::debug!(claim = %m.name_any(), reason = %e, "member not free");
+                    }
                 }
-            } else {
-                // `app`: first a member nobody holds (members held by the set's other pods are
-                // passed over without asking the API server)...
-                for m in members.iter().filter(|m| m.record() == Record::Free) {
+            }
+            // ...then a fresh address while the set is below its bound...
+            set_bound = match workload {
+                Some(w) => set_bound_of(&self.client, &self.index.workloads, w).await?,
+                None => None,
+            };
+            if let Err(full) = room(&set_bound) {
+                // ...else a member whose recorded holder is gone (the binder has not released
+                // it yet), confirmed with the API server: the longest-held few, so that a
+                // denial costs a bounded number of reads.
+                let mut held: Vec<&Arc<IPClaim>> = members
+                    .iter()
+                    .filter(|m| m.record() != Record::Free)
+                    .collect();
+                held.sort_by_key(|m| m.reserved_since());
+                for m in held.into_iter().take(HELD_MEMBERS_ASKED) {
                     let Some(ip) = m.ip() else { continue };
-                    match self.hand_over(m, owner, pod, dry_run).await {
-                        Ok(()) => return Ok(decided(ip, m.name_any(), None)),
-                        Err(e) => {
-                            tracing::debug!(claim = %m.name_any(), reason = %e, "member not free");
-                        }
+                    if self.hand_over(m, owner, pod, dry_run).await.is_ok() {
+                        return Ok(decided(ip, m.name_any(), None));
                     }
                 }
-                // ...then a fresh address while the set is below its bound...
-                set_bound = match workload {
-                    Some(w) => set_bound_of(&self.client, &self.index.workloads, w).await?,
-                    None => None,
-                };
-                if let Some(b) = &set_bound
-                    && members.len() >= b.size as usize
-                {
-                    // ...else a member whose recorded holder is gone (the binder has not
-                    // released it yet), confirmed with the API server.
-                    for m in members.iter().filter(|m| m.record() != Record::Free) {
-                        let Some(ip) = m.ip() else { continue };
-                        if self.hand_over(m, owner, pod, dry_run).await.is_ok() {
-                            return Ok(decided(ip, m.name_any(), None));
-                        }
-                    }
-                    return Err(Denial::SetFull {
-                        set: holder(owner),
-                        pool,
-                        members: members.len(),
-                        bound: b.clone(),
-                    });
-                }
+                return Err(full);
             }
         }
 
@@ -250,7 +282,7 @@ impl Allocator {
                 Ok(created) => {
                     let d = decided(ip, name, Some(created));
                     if let Some(b) = &set_bound {
-                        self.check_set_size(&d, owner, b).await?;
+                        self.check_set_size(&d, owner, b, &members).await?;
                     }
                     return Ok(d);
                 }
@@ -317,9 +349,21 @@ impl Allocator {
         d: &Decided,
         owner: &Owner,
         bound: &SetBound,
+        members: &[Arc<IPClaim>],
     ) -> Result<(), Denial> {
         let pool = d.chosen.name();
-        let lp = ListParams::default().labels(&pinip_api::set::selector(owner));
+        // Members created before claims carried the set's labels are found only by their
+        // retain label (a wider list, until a handover has labelled them).
+        let labelled = members.iter().all(|m| {
+            m.labels()
+                .contains_key(pinip_api::set::WORKLOAD_NAMESPACE_LABEL)
+        });
+        let selector = if labelled {
+            pinip_api::set::selector(owner)
+        } else {
+            format!("{RETAIN_LABEL}={}", Retain::App)
+        };
+        let lp = ListParams::default().labels(&selector);
         let members = match self.api.list(&lp).await {
             Ok(l) => l
                 .items
@@ -385,8 +429,13 @@ impl Allocator {
             if dry_run {
                 return Ok(());
             }
+            // Retained claims created before sets were labelled get their labels here.
+            let labels = match claim.labels().get(RETAIN_LABEL).map(String::as_str) {
+                Some("app" | "ordinal") => pinip_api::set::labels(owner),
+                _ => Default::default(),
+            };
             let patch = json!({
-                "metadata": {"resourceVersion": claim.resource_version()},
+                "metadata": {"resourceVersion": claim.resource_version(), "labels": labels},
                 "spec": {"pod": pod.pod_patch(), "node": null},
             });
             match self

@@ -52,7 +52,7 @@ pub enum Denial {
         limit: usize,
     },
     #[error(
-        "the address set of {set} in pool {pool} holds {members} addresses, its bound is {bound}, and every member is held by a live pod; the pod waits: it is admitted when a member is released (raise pinip.io/set-size on the pod template to allow more)"
+        "the address set of {set} in pool {pool} holds {members} addresses, its bound is {bound}, and no member is free (each is held by a pod that still exists, running or terminating, or is being admitted); the pod waits: it is admitted when a member is released (raise pinip.io/set-size on the pod template to allow more)"
     )]
     SetFull {
         set: String,

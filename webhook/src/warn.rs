@@ -8,6 +8,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use pinip_api::annotations::{IP, IpRequest};
+use pinip_api::set::SET_SIZE_ANNOTATION;
 
 /// How many addresses per family the template fixes (`pinip.io/ip`): one, or none.
 fn fixes_address(t: &PodTemplateSpec) -> bool {
@@ -38,6 +39,42 @@ fn warning(kind: &str, ns: &str, name: &str, at_once: i32, how: &str, fix: &str)
     )
 }
 
+/// Warnings for a Deployment whose template's `pinip.io/set-size` keeps its pods from running
+/// (fewer addresses than replicas) or its rolling updates from finishing (fewer than
+/// replicas + maxSurge while no pod may be unavailable).
+fn set_size_warnings(
+    ns: &str,
+    name: &str,
+    t: &PodTemplateSpec,
+    replicas: i32,
+    extra: i32,
+    max_unavailable: impl Fn() -> i32,
+) -> Vec<String> {
+    let size = t
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(SET_SIZE_ANNOTATION))
+        .and_then(|v| v.trim().parse::<i32>().ok());
+    let Some(n) = size else {
+        return Vec::new();
+    };
+    if n < replicas {
+        return vec![format!(
+            "pinip: Deployment {ns}/{name} sets {SET_SIZE_ANNOTATION} {n} below its {replicas} replicas: only {n} of its pods can run; raise it to at least {}",
+            replicas + extra
+        )];
+    }
+    if n < replicas + extra && max_unavailable() == 0 {
+        return vec![format!(
+            "pinip: Deployment {ns}/{name} sets {SET_SIZE_ANNOTATION} {n}, but a rolling update runs {} pods at once (replicas {replicas} + maxSurge {extra}) and may not stop one first (maxUnavailable 0): its rollouts cannot finish; raise it to {} or allow maxUnavailable",
+            replicas + extra,
+            replicas + extra
+        )];
+    }
+    Vec::new()
+}
+
 /// The warnings for a workload object of `kind` (as JSON), empty when none apply.
 pub fn workload_warnings(kind: &str, ns: &str, obj: serde_json::Value) -> Vec<String> {
     let w = |at_once: i32, how: String, fix: &str, name: Option<String>| {
@@ -52,28 +89,37 @@ pub fn workload_warnings(kind: &str, ns: &str, obj: serde_json::Value) -> Vec<St
                 return Vec::new();
             };
             let spec = &d.spec;
-            if !fixes_address(&spec.template) {
-                return Vec::new();
-            }
             let replicas = spec.replicas.unwrap_or(1);
             let strategy = spec.strategy.as_ref();
             let recreate = strategy.and_then(|s| s.type_.as_deref()) == Some("Recreate");
+            let rolling = strategy.and_then(|s| s.rolling_update.as_ref());
             let extra = if recreate {
                 0
             } else {
-                surge(
-                    strategy
-                        .and_then(|s| s.rolling_update.as_ref())
-                        .and_then(|r| r.max_surge.as_ref()),
-                    replicas,
-                )
+                surge(rolling.and_then(|r| r.max_surge.as_ref()), replicas)
             };
-            w(
+            let name = d.metadata.name.clone().unwrap_or_default();
+            let mut out = set_size_warnings(ns, &name, &spec.template, replicas, extra, || {
+                // maxUnavailable rounds down (default 25%).
+                match rolling.and_then(|r| r.max_unavailable.as_ref()) {
+                    None => replicas * 25 / 100,
+                    Some(IntOrString::Int(n)) => *n,
+                    Some(IntOrString::String(s)) => s
+                        .strip_suffix('%')
+                        .and_then(|p| p.parse::<i32>().ok())
+                        .map_or(0, |p| replicas * p / 100),
+                }
+            });
+            if !fixes_address(&spec.template) {
+                return out;
+            }
+            out.extend(w(
                 replicas + extra,
                 format!("replicas {replicas} + maxSurge {extra}"),
                 "use replicas 1 with strategy Recreate or maxSurge 0, or drop pinip.io/ip",
                 d.metadata.name,
-            )
+            ));
+            out
         }
         "StatefulSet" => {
             let Ok(s) = serde_json::from_value::<StatefulSet>(obj) else {
@@ -164,6 +210,37 @@ mod tests {
         assert!(!warn(deploy(2, json!({"type": "Recreate"}), true)).is_empty());
         assert!(warn(deploy(3, json!({}), false)).is_empty());
         assert_eq!(surge(Some(&IntOrString::String("50%".into())), 3), 2);
+    }
+
+    #[test]
+    fn set_sizes_that_block_pods_or_rollouts() {
+        let warn = |replicas: i32, strategy: serde_json::Value, size: &str| {
+            workload_warnings(
+                "Deployment",
+                "ns",
+                json!({"metadata": {"name": "web"}, "spec": {"replicas": replicas,
+                    "selector": {}, "strategy": strategy, "template": {"metadata": {
+                        "annotations": {"pinip.io/retain": "app", "pinip.io/set-size": size}}}}}),
+            )
+        };
+        let got = warn(3, json!({}), "2");
+        assert!(
+            got.len() == 1 && got[0].contains("only 2 of its pods can run"),
+            "{got:?}"
+        );
+        // 3 replicas: maxUnavailable 25% rounds down to 0, maxSurge up to 1.
+        let got = warn(3, json!({}), "3");
+        assert!(
+            got.len() == 1 && got[0].contains("rollouts cannot finish"),
+            "{got:?}"
+        );
+        assert!(warn(3, json!({}), "4").is_empty());
+        assert!(warn(3, json!({"type": "Recreate"}), "3").is_empty());
+        assert!(warn(3, json!({"rollingUpdate": {"maxUnavailable": 1}}), "3").is_empty());
+        assert!(
+            warn(8, json!({}), "8").is_empty(),
+            "8 × 25% = 2 may be unavailable"
+        );
     }
 
     #[test]

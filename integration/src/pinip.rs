@@ -71,7 +71,7 @@ pub fn kubectl(bed: &Bed, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Applies the CRDs, RBAC and admission policies from `manifests/` (server-side) and waits
+/// Applies the CRDs, RBAC, admission policies and FlowSchema from `manifests/` (server-side) and waits
 /// for the CRDs.
 pub fn install(bed: &Bed) -> Result<()> {
     kubectl(
@@ -87,16 +87,19 @@ pub fn install(bed: &Bed) -> Result<()> {
             &format!("{MANIFESTS}/base/rbac.yaml"),
         ],
     )?;
-    // pinip's ValidatingAdmissionPolicies (enforced inside kube-apiserver, no webhook).
-    kubectl(
-        bed,
-        &[
-            "apply",
-            "--server-side",
-            "-f",
-            &format!("{MANIFESTS}/base/policies.yaml"),
-        ],
-    )?;
+    // pinip's ValidatingAdmissionPolicies (enforced inside kube-apiserver, no webhook) and
+    // its FlowSchema (pinip's API calls at the controllers' priority).
+    for file in ["policies.yaml", "flowschema.yaml"] {
+        kubectl(
+            bed,
+            &[
+                "apply",
+                "--server-side",
+                "-f",
+                &format!("{MANIFESTS}/base/{file}"),
+            ],
+        )?;
+    }
     kubectl(
         bed,
         &[

@@ -460,6 +460,21 @@ async fn webhook_end_to_end() -> Result<()> {
         );
     }
 
+    // pinip's API calls run under its FlowSchema, at the controllers' priority level.
+    let apf = client
+        .request_text(http::Request::get("/metrics").body(Vec::new())?)
+        .await?;
+    let dispatched = apf
+        .lines()
+        .filter(|l| {
+            l.starts_with("apiserver_flowcontrol_dispatched_requests_total{")
+                && l.contains("flow_schema=\"pinip\"")
+                && l.contains("priority_level=\"workload-high\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(dispatched > 0.0, "no request under FlowSchema pinip");
+
     // Denials and decisions are counted.
     let metrics = pinip::webhook_get(hooks.metrics_ports[0], "/metrics").await?;
     assert!(

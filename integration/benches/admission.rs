@@ -68,6 +68,39 @@ async fn create_pods(client: &Client, ns: &str, n: usize) -> Result<Phase> {
     })
 }
 
+/// Sum of kube-apiserver's counter `metric` over the series whose labels contain every one of
+/// `labels`.
+async fn apiserver_counter(client: &Client, metric: &str, labels: &[&str]) -> Result<f64> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// Calls of pinip's admission webhooks and writes of IPClaims, as kube-apiserver counts them.
+async fn pinip_costs(client: &Client) -> Result<(f64, f64)> {
+    let calls = apiserver_counter(
+        client,
+        "apiserver_admission_webhook_admission_duration_seconds_count",
+        &["pinip.io\""],
+    )
+    .await?;
+    let mut writes = 0.0;
+    for verb in ["POST", "PUT", "PATCH", "DELETE"] {
+        writes += apiserver_counter(
+            client,
+            "apiserver_request_total",
+            &["resource=\"ipclaims\"", &format!("verb=\"{verb}\"")],
+        )
+        .await?;
+    }
+    Ok((calls, writes))
+}
+
 /// Cumulative histogram buckets (le → count) of one webhook's CREATE admissions.
 async fn webhook_buckets(client: &Client, webhook: &str) -> Result<BTreeMap<u64, f64>> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
@@ -198,7 +231,9 @@ async fn main() -> Result<()> {
     let mutate_before = webhook_buckets(&client, "enabled-namespaces.mutate.pinip.io").await?;
     let decision_before = decision_buckets(&hooks).await?;
     let validate_before = webhook_buckets(&client, "pods.validate.pinip.io").await?;
+    let costs_before = pinip_costs(&client).await?;
     let with_webhook = create_pods(&client, &enabled, n).await?;
+    let costs_after = pinip_costs(&client).await?;
     let delta = |after: BTreeMap<u64, f64>, before: &BTreeMap<u64, f64>| -> BTreeMap<u64, f64> {
         after
             .into_iter()
@@ -242,6 +277,11 @@ async fn main() -> Result<()> {
     );
     println!(
         "  (kube-apiserver's histogram buckets are 5, 25, 100, 500 ms …: its quantiles are interpolated within them)"
+    );
+    println!(
+        "  per pod (kube-apiserver's counters): {:.2} pinip webhook calls, {:.2} IPClaim writes (no binder runs here)",
+        (costs_after.0 - costs_before.0) / n as f64,
+        (costs_after.1 - costs_before.1) / n as f64
     );
     for (name, b) in [("mutate", &mutate), ("validate (pods)", &validate)] {
         println!(

@@ -218,7 +218,9 @@ fn network_policies_fit(yaml: &str) -> Result<()> {
                 );
                 opened.push(n);
                 if n == 8443 {
-                    for peer in rule["from"].as_array().context("from")? {
+                    let from = rule["from"].as_array().context("from")?;
+                    assert!(!from.is_empty(), "{name}: an empty `from` admits everyone");
+                    for peer in from {
                         assert!(
                             peer.get("ipBlock").is_some(),
                             "{name}: the admission port admits a pod peer: {peer}"
@@ -287,7 +289,22 @@ async fn manifests_and_chart_pass_server_side_dry_run() -> Result<()> {
     let pools = std::fs::read_to_string(format!("{MANIFESTS}/examples/ippools.yaml"))?;
     dry_run(&bed, &pools)?;
 
-    let chart = helm_template(&[])?;
+    // The chart refuses to render until the operator chooses how admission clients are
+    // authenticated, and refuses an empty peer list for the admission port.
+    let refused = helm_template(&[]).expect_err("rendered without a client-auth choice");
+    assert!(
+        refused.to_string().contains("webhook.clientAuth"),
+        "{refused}"
+    );
+    let refused = helm_template(&[
+        "--set",
+        "webhook.clientAuth.allowUnauthenticated=true",
+        "--set",
+        "networkPolicy.apiServerCIDRs=null",
+    ])
+    .expect_err("rendered with an empty peer list");
+    assert!(refused.to_string().contains("apiServerCIDRs"), "{refused}");
+    let chart = helm_template(&["--set", "webhook.clientAuth.allowUnauthenticated=true"])?;
     let out = dry_run(&bed, &chart)?;
     assert_eq!(
         out.lines()
@@ -308,8 +325,20 @@ async fn manifests_and_chart_pass_server_side_dry_run() -> Result<()> {
         "--set",
         "networkPolicy.podCIDRs={10.0.0.0/8,fd00::/8}",
     ])?;
+    // A narrowed control-plane block gets no except (it would have to lie inside it).
+    let narrowed = helm_template(&[
+        "--set",
+        "webhook.clientAuth.allowUnauthenticated=true",
+        "--set",
+        "networkPolicy.apiServerCIDRs={192.168.0.0/24}",
+        "--set",
+        "networkPolicy.podCIDRs={10.244.0.0/16}",
+    ])?;
+    assert!(!narrowed.contains("10.244.0.0/16"));
+    network_policies_fit(&narrowed)?;
+    dry_run(&bed, &narrowed)?;
     assert!(fenced.contains("- --client-ca=/etc/pinip/client-ca/ca.crt"));
-    assert!(fenced.contains("- --client-name=kube-apiserver-webhook-client"));
+    assert!(fenced.contains("- \"--client-name=kube-apiserver-webhook-client\""));
     assert!(fenced.contains("name: apiserver-admission-ca"));
     assert!(fenced.contains("- 10.0.0.0/8") && fenced.contains("- fd00::/8"));
     network_policies_fit(&fenced)?;
@@ -317,7 +346,12 @@ async fn manifests_and_chart_pass_server_side_dry_run() -> Result<()> {
 
     // cert-manager mode: no pinip-certs containers, injection annotations, a Certificate. The
     // cert-manager kinds are not installed on the bed, so only the rest is dry-run.
-    let cm = helm_template(&["--set", "certs.mode=cert-manager"])?;
+    let cm = helm_template(&[
+        "--set",
+        "certs.mode=cert-manager",
+        "--set",
+        "webhook.clientAuth.allowUnauthenticated=true",
+    ])?;
     assert!(cm.contains("cert-manager.io/inject-ca-from: pinip-system/pinip-webhook"));
     assert!(cm.contains("kind: Certificate") && !cm.contains("pinip-certs:"));
     let without_cm: Vec<&str> = cm
@@ -352,7 +386,12 @@ fn chart_rbac_matches_base() -> Result<()> {
         Ok(out)
     }
     let base = std::fs::read_to_string(format!("{MANIFESTS}/base/rbac.yaml"))?;
-    let chart = helm_template(&["--show-only", "templates/rbac.yaml"])?;
+    let chart = helm_template(&[
+        "--show-only",
+        "templates/rbac.yaml",
+        "--set",
+        "webhook.clientAuth.allowUnauthenticated=true",
+    ])?;
     assert_eq!(rbac(&chart)?, rbac(&base)?);
     Ok(())
 }

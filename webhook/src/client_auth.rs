@@ -1,6 +1,7 @@
 //! Who may call `/mutate` and `/validate`: with `--client-ca`, only a TLS client presenting a
-//! certificate that chains to that CA and, with `--client-name`, carries one of the allowed
-//! names (subject CN or a DNS SAN). kube-apiserver presents such a certificate when its
+//! certificate that chains to that CA and, with `--client-name`, whose subject common name is
+//! one of the allowed names (the CN is the identity Kubernetes itself reads from client
+//! certificates; DNS SANs are not accepted, since a shared issuer may let others choose them). kube-apiserver presents such a certificate when its
 //! AdmissionConfiguration gives it one for the webhook's host; everyone else fails the TLS
 //! handshake before a byte of an AdmissionReview is read.
 //!
@@ -180,26 +181,18 @@ impl ClientCertVerifier for NamedClients {
     }
 }
 
-/// Subject common names and DNS SANs of a certificate (empty if it does not parse; the chain
-/// check has already accepted it, so that would be an odd but harmless certificate).
+/// Subject common names of a certificate (empty if it does not parse; the chain check has
+/// already accepted it, so that would be an odd certificate, and it matches no name).
 pub fn cert_names(der: &[u8]) -> Vec<String> {
-    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    use x509_parser::prelude::{FromDer, X509Certificate};
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = cert
-        .subject()
+    cert.subject()
         .iter_common_name()
         .filter_map(|cn| cn.as_str().ok().map(str::to_string))
-        .collect();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for n in &san.value.general_names {
-            if let GeneralName::DNSName(d) = n {
-                names.push(d.to_string());
-            }
-        }
-    }
-    names
+        .filter(|cn| !cn.is_empty())
+        .collect()
 }
 
 #[cfg(test)]
@@ -220,15 +213,10 @@ mod tests {
     }
 
     #[test]
-    fn names_are_cn_and_dns_sans() {
+    fn names_are_the_common_name_only() {
+        // A DNS SAN is not an identity here: a shared issuer may let others choose it.
         let (_, der) = pem_and_der("kube-apiserver", &["apiserver.example"]);
-        assert_eq!(
-            cert_names(&der),
-            vec![
-                "kube-apiserver".to_string(),
-                "apiserver.example".to_string()
-            ]
-        );
+        assert_eq!(cert_names(&der), vec!["kube-apiserver".to_string()]);
         assert!(cert_names(b"not a certificate").is_empty());
     }
 

@@ -20,7 +20,7 @@ use pinip_webhook::state::{PatchEncoding, State};
 use pinip_webhook::tls::ReloadingCert;
 
 /// pinip admission webhook: decides each pod's fixed address at creation (/mutate) and
-/// enforces policy on pods, IPPools and IPClaims (/validate) over HTTPS; serves /healthz,
+/// enforces policy on pods and IPPools (/validate) over HTTPS; serves /healthz,
 /// /readyz and /metrics (Prometheus) over plain HTTP on a separate port.
 #[derive(Parser, Debug)]
 #[command(name = "pinip-webhook", version)]
@@ -37,9 +37,9 @@ struct Args {
     /// webhook); re-read as often as the serving certificate.
     #[arg(long, env = "PINIP_CLIENT_CA")]
     client_ca: Option<PathBuf>,
-    /// With --client-ca: a name (subject CN or DNS SAN) the client certificate must carry
-    /// (repeat the flag). Needed when that CA also signs other clients, e.g. users.
-    #[arg(long = "client-name", requires = "client_ca")]
+    /// With --client-ca: a subject common name the client certificate must carry (repeat the
+    /// flag). Needed when that CA also signs other clients, e.g. users.
+    #[arg(long = "client-name", requires = "client_ca", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     client_names: Vec<String>,
     /// Directory with tls.crt and tls.key (a mounted Secret); re-read when its contents change.
     #[arg(long, env = "PINIP_TLS_DIR", default_value = "/etc/pinip/tls")]

@@ -48,21 +48,20 @@ fn deployment(name: &str, replicas: i32, annotations: Value) -> Result<Deploymen
 /// claim of that owner, so a member without labels would fail here.
 async fn set(client: &Client, ns: &str, name: &str) -> Result<BTreeSet<String>> {
     let claims: Api<IPClaim> = Api::all(client.clone());
-    let selector = format!(
-        "pinip.io/workload-kind=Deployment,pinip.io/workload-namespace={ns},pinip.io/workload-name={name}"
-    );
     let addr = |c: &IPClaim| c.ip().map(|ip| ip.to_string()).unwrap_or_default();
-    let labelled: BTreeSet<String> = claims
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
+    // One LIST, so that both views come from the same moment.
+    let all = claims.list(&ListParams::default()).await?.items;
+    let labelled: BTreeSet<String> = all
         .iter()
+        .filter(|c| {
+            let l = c.labels();
+            l.get("pinip.io/workload-kind").map(String::as_str) == Some("Deployment")
+                && l.get("pinip.io/workload-namespace") == Some(&ns.to_string())
+                && l.get("pinip.io/workload-name") == Some(&name.to_string())
+        })
         .map(addr)
         .collect();
-    let owned: BTreeSet<String> = claims
-        .list(&ListParams::default())
-        .await?
-        .items
+    let owned: BTreeSet<String> = all
         .iter()
         .filter(|c| {
             c.spec.owner.kind == "Deployment"
@@ -100,6 +99,7 @@ async fn pod_addresses(pods: &Api<Pod>, selector: &str) -> Result<BTreeSet<Strin
 /// Samples the size of a set every 100 ms in the background; the largest size seen.
 struct Sampler {
     max: Arc<AtomicUsize>,
+    samples: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
@@ -110,28 +110,42 @@ impl Sampler {
             Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicBool::new(false)),
         );
-        let (m, s) = (max.clone(), stop.clone());
+        let samples = Arc::new(AtomicUsize::new(0));
+        let (m, s, n) = (max.clone(), stop.clone(), samples.clone());
         let (client, ns, name) = (client.clone(), ns.to_string(), name.to_string());
         let task = tokio::spawn(async move {
             while !s.load(Ordering::Relaxed) {
-                let n = set(&client, &ns, &name).await?.len();
-                m.fetch_max(n, Ordering::Relaxed);
+                let size = set(&client, &ns, &name).await?.len();
+                m.fetch_max(size, Ordering::Relaxed);
+                n.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Ok(())
         });
-        Sampler { max, stop, task }
+        Sampler {
+            max,
+            samples,
+            stop,
+            task,
+        }
     }
 
-    /// The largest size seen since the last call.
-    fn take_max(&self) -> usize {
-        self.max.swap(0, Ordering::Relaxed)
+    /// The largest size seen since the last call; an error if sampling stopped (a sampler
+    /// that died would report 0 and prove nothing).
+    fn take_max(&self) -> Result<usize> {
+        ensure!(!self.task.is_finished(), "the set sampler stopped");
+        ensure!(
+            self.samples.swap(0, Ordering::Relaxed) > 0,
+            "no sample since the last reading"
+        );
+        Ok(self.max.swap(0, Ordering::Relaxed))
     }
 
     async fn finish(self) -> Result<usize> {
+        let max = self.take_max()?;
         self.stop.store(true, Ordering::Relaxed);
         self.task.await??;
-        Ok(self.max.load(Ordering::Relaxed))
+        Ok(max)
     }
 }
 
@@ -231,7 +245,7 @@ async fn app_sets_stay_within_their_bound() -> Result<()> {
         on_pods.is_subset(&after_delete) && first.is_subset(&after_delete),
         "replacements on {on_pods:?}, set {after_delete:?}, first set {first:?}"
     );
-    let max = sampler.take_max();
+    let max = sampler.take_max()?;
     eprintln!("after deleting every pod: pods on {on_pods:?}, set {after_delete:?}, largest {max}");
     ensure!(max <= 4, "the set held {max} addresses (bound 4)");
 
@@ -249,7 +263,7 @@ async fn app_sets_stay_within_their_bound() -> Result<()> {
     pods_running(&pods, "app=web", 3).await?;
     let after_roll = set(client, &ns, "web").await?;
     let on_pods = pod_addresses(&pods, "app=web").await?;
-    let max = sampler.take_max();
+    let max = sampler.take_max()?;
     eprintln!("after a rolling update: pods on {on_pods:?}, set {after_roll:?}, largest {max}");
     ensure!(
         max <= 4,

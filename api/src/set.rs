@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use crate::Owner;
@@ -43,24 +44,33 @@ fn count(v: &Value, field: &str, default: u32) -> Result<u32, String> {
     }
 }
 
-/// `maxSurge` of `replicas`: an integer, or a percentage rounded up (as the Deployment
-/// controller does).
-fn surge(v: Option<&Value>, replicas: u32) -> Result<u32, String> {
-    match v {
-        None | Some(Value::Null) => surge(Some(&Value::String("25%".into())), replicas),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| format!("maxSurge {n} is not a count")),
-        Some(Value::String(s)) => match s.strip_suffix('%') {
-            Some(p) => {
-                let p: u64 = p.parse().map_err(|_| format!("maxSurge {s:?}"))?;
-                u32::try_from((u64::from(replicas) * p).div_ceil(100))
-                    .map_err(|_| format!("maxSurge {s:?} is too large"))
-            }
-            None => s.parse().map_err(|_| format!("maxSurge {s:?}")),
+/// A Deployment's `maxSurge` or `maxUnavailable` of `total`: a count, or a percentage
+/// rounded up (maxSurge) or down (maxUnavailable), as the Deployment controller reads them;
+/// 25 % when unset. `field` names it in errors.
+pub fn int_or_percent(
+    value: Option<&IntOrString>,
+    total: u32,
+    round_up: bool,
+    field: &str,
+) -> Result<u32, String> {
+    let percent = |p: u64| {
+        let scaled = u64::from(total) * p;
+        let n = if round_up {
+            scaled.div_ceil(100)
+        } else {
+            scaled / 100
+        };
+        u32::try_from(n).map_err(|_| format!("{field} {p}% is too large"))
+    };
+    match value {
+        None => percent(25),
+        Some(IntOrString::Int(n)) => {
+            u32::try_from(*n).map_err(|_| format!("{field} {n} is not a count"))
+        }
+        Some(IntOrString::String(s)) => match s.strip_suffix('%') {
+            Some(p) => percent(p.parse().map_err(|_| format!("{field} {s:?}"))?),
+            None => s.parse().map_err(|_| format!("{field} {s:?}")),
         },
-        Some(other) => Err(format!("maxSurge {other}")),
     }
 }
 
@@ -92,7 +102,13 @@ pub fn bound(obj: &Value) -> Result<Option<SetBound>, String> {
                     because: format!("replicas {r}, strategy Recreate"),
                 }
             } else {
-                let s = surge(spec.pointer("/strategy/rollingUpdate/maxSurge"), r)?;
+                let max_surge: Option<IntOrString> = spec
+                    .pointer("/strategy/rollingUpdate/maxSurge")
+                    .filter(|v| !v.is_null())
+                    .map(|v| serde_json::from_value(v.clone()))
+                    .transpose()
+                    .map_err(|e| format!("maxSurge: {e}"))?;
+                let s = int_or_percent(max_surge.as_ref(), r, true, "maxSurge")?;
                 SetBound {
                     size: r.saturating_add(s),
                     because: format!("replicas {r} + maxSurge {s}"),
@@ -185,6 +201,26 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(b.to_string(), "4 (replicas 3 + maxSurge 1)");
+    }
+
+    #[test]
+    fn surge_rounds_up_unavailable_down() {
+        let pct = |s: &str| IntOrString::String(s.into());
+        assert_eq!(
+            int_or_percent(Some(&pct("50%")), 3, true, "maxSurge"),
+            Ok(2)
+        );
+        assert_eq!(
+            int_or_percent(Some(&pct("50%")), 3, false, "maxUnavailable"),
+            Ok(1)
+        );
+        assert_eq!(int_or_percent(None, 3, true, "maxSurge"), Ok(1));
+        assert_eq!(int_or_percent(None, 3, false, "maxUnavailable"), Ok(0));
+        assert_eq!(
+            int_or_percent(Some(&IntOrString::Int(2)), 3, true, "maxSurge"),
+            Ok(2)
+        );
+        assert!(int_or_percent(Some(&IntOrString::Int(-1)), 3, true, "maxSurge").is_err());
     }
 
     #[test]

@@ -12,8 +12,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kube::Client;
-use kube::api::{Api, DynamicObject};
-use kube::core::GroupVersionKind;
 pub use pinip_api::claim::WORKLOAD_ANNOTATION;
 pub use pinip_api::workload::WorkloadRef;
 
@@ -57,19 +55,20 @@ impl Lookups {
     /// Asks the API server whether `r` exists and caches the answer. An error (no RBAC for
     /// that kind, discovery failing) leaves it unknown, so its claims are kept.
     pub async fn look_up(&self, r: &WorkloadRef) -> Result<Presence, kube::Error> {
-        let (group, version) = r.group_version();
-        let gvk = GroupVersionKind::gvk(group, version, &r.kind);
-        let found = match kube::discovery::pinned_kind(&self.client, &gvk).await {
-            Ok((ar, _caps)) => {
-                let api: Api<DynamicObject> =
-                    Api::namespaced_with(self.client.clone(), &r.namespace, &ar);
-                match api.get_metadata_opt(&r.name).await? {
-                    Some(m) if m.metadata.uid.as_deref() == Some(r.uid.as_str()) => {
-                        Presence::Exists { replicas: None }
-                    }
-                    _ => Presence::Gone,
+        let found = match pinip_index::dynamic::namespaced_api(
+            &self.client,
+            &r.api_version,
+            &r.kind,
+            &r.namespace,
+        )
+        .await
+        {
+            Ok(api) => match api.get_metadata_opt(&r.name).await? {
+                Some(m) if m.metadata.uid.as_deref() == Some(r.uid.as_str()) => {
+                    Presence::Exists { replicas: None }
                 }
-            }
+                _ => Presence::Gone,
+            },
             // The API group or kind is not served any more: its objects are gone with it.
             Err(kube::Error::Discovery(kube::error::DiscoveryError::MissingKind(_))) => {
                 Presence::Gone

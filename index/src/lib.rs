@@ -8,6 +8,7 @@
 //!   before the write that depends on it.
 
 pub mod confirm;
+pub mod dynamic;
 pub mod resolve;
 pub mod set;
 pub mod watch;

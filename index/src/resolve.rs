@@ -5,8 +5,6 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use kube::api::{Api, DynamicObject};
-use kube::core::GroupVersionKind;
 use pinip_api::owner::{self, Controllers, Looked, Needed, Resolved};
 
 use crate::workloads::Workloads;
@@ -89,19 +87,19 @@ impl Resolver {
 
     /// One GET (metadata only) of the object a resolution needs.
     async fn fetch(&self, need: &Needed) -> Result<Looked, kube::Error> {
-        let (group, version) = need
-            .api_version
-            .split_once('/')
-            .unwrap_or(("", need.api_version.as_str()));
-        let gvk = GroupVersionKind::gvk(group, version, &need.kind);
-        let ar = match kube::discovery::pinned_kind(&self.client, &gvk).await {
-            Ok((ar, _)) => ar,
+        let api = match crate::dynamic::namespaced_api(
+            &self.client,
+            &need.api_version,
+            &need.kind,
+            &need.namespace,
+        )
+        .await
+        {
+            Ok(api) => api,
             Err(kube::Error::Discovery(_)) => return Ok(Looked::Absent),
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Looked::Absent),
             Err(e) => return Err(e),
         };
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &need.namespace, &ar);
         match api.get_metadata_opt(&need.name).await {
             Ok(Some(m)) => Ok(Looked::Found {
                 uid: m.metadata.uid.clone().unwrap_or_default(),

@@ -3,8 +3,6 @@
 //! API discovery (Jobs, third-party controllers).
 
 use kube::Client;
-use kube::api::{Api, DynamicObject};
-use kube::core::GroupVersionKind;
 use pinip_api::set::{SetBound, bound};
 use pinip_api::workload::WorkloadRef;
 
@@ -44,12 +42,9 @@ async fn fetch(client: &Client, r: &WorkloadRef) -> Result<serde_json::Value, Se
         workload: r.to_string(),
         source,
     };
-    let (group, version) = r.group_version();
-    let gvk = GroupVersionKind::gvk(group, version, &r.kind);
-    let (ar, _) = kube::discovery::pinned_kind(client, &gvk)
+    let api = crate::dynamic::namespaced_api(client, &r.api_version, &r.kind, &r.namespace)
         .await
         .map_err(api_err)?;
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &r.namespace, &ar);
     match api.get_opt(&r.name).await.map_err(api_err)? {
         Some(o) if o.metadata.uid.as_deref() == Some(r.uid.as_str()) => {
             let mut v = serde_json::to_value(&o).unwrap_or_default();

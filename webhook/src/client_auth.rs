@@ -23,17 +23,7 @@ use rustls::{
 };
 
 use crate::metrics::DenialLabels;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClientAuthError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {reason}")]
-    Parse { path: PathBuf, reason: String },
-}
+use crate::tls::{TlsError, read};
 
 /// The `--client-ca` bundle and `--client-name` list; `verifier()` builds what rustls uses.
 #[derive(Debug)]
@@ -50,7 +40,7 @@ impl ClientAuth {
         ca_path: &Path,
         names: Vec<String>,
         refused: Family<DenialLabels, Counter>,
-    ) -> Result<ClientAuth, ClientAuthError> {
+    ) -> Result<ClientAuth, TlsError> {
         let auth = ClientAuth {
             ca_path: ca_path.into(),
             names,
@@ -66,11 +56,8 @@ impl ClientAuth {
     }
 
     /// Re-reads the CA file; whether it differs from what the last call saw.
-    pub fn changed(&self) -> Result<bool, ClientAuthError> {
-        let pem = std::fs::read(&self.ca_path).map_err(|source| ClientAuthError::Read {
-            path: self.ca_path.clone(),
-            source,
-        })?;
+    pub fn changed(&self) -> Result<bool, TlsError> {
+        let pem = read(&self.ca_path)?;
         let mut raw = self.raw.lock().expect("client CA lock");
         if *raw == pem {
             return Ok(false);
@@ -80,9 +67,9 @@ impl ClientAuth {
     }
 
     /// A verifier for the CA bundle as last read by `changed()`.
-    pub fn verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, ClientAuthError> {
+    pub fn verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
         let pem = self.raw.lock().expect("client CA lock").clone();
-        let parse = |reason: String| ClientAuthError::Parse {
+        let parse = |reason: String| TlsError::Parse {
             path: self.ca_path.clone(),
             reason,
         };

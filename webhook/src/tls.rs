@@ -33,7 +33,7 @@ pub struct ReloadingCert {
     raw: std::sync::Mutex<(Vec<u8>, Vec<u8>)>,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.into(),
         source,

@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use pinip_api::annotations::{IP, IpRequest};
-use pinip_api::set::SET_SIZE_ANNOTATION;
+use pinip_api::set::{SET_SIZE_ANNOTATION, int_or_percent};
 
 /// How many addresses per family the template fixes (`pinip.io/ip`): one, or none.
 fn fixes_address(t: &PodTemplateSpec) -> bool {
@@ -19,17 +19,14 @@ fn fixes_address(t: &PodTemplateSpec) -> bool {
         .is_some_and(|v| v.parse::<IpRequest>().is_ok())
 }
 
-/// `value` of an intOrString percentage or count against `total`, rounded up (as the
-/// Deployment controller does for maxSurge).
-fn surge(value: Option<&IntOrString>, total: i32) -> i32 {
-    match value {
-        None => (total * 25 + 99) / 100,
-        Some(IntOrString::Int(n)) => *n,
-        Some(IntOrString::String(s)) => s
-            .strip_suffix('%')
-            .and_then(|p| p.parse::<i32>().ok())
-            .map_or(0, |p| (total * p + 99) / 100),
-    }
+/// `value` (maxSurge rounded up, or maxUnavailable rounded down) against `total`; 0 for
+/// values the API server would refuse anyway.
+fn scaled(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
+    let total = u32::try_from(total).unwrap_or(0);
+    int_or_percent(value, total, round_up, "")
+        .ok()
+        .and_then(|n| i32::try_from(n).ok())
+        .unwrap_or(0)
 }
 
 /// The warning for `kind ns/name` that fixes one address and runs `at_once` pods (`how`).
@@ -96,19 +93,15 @@ pub fn workload_warnings(kind: &str, ns: &str, obj: serde_json::Value) -> Vec<St
             let extra = if recreate {
                 0
             } else {
-                surge(rolling.and_then(|r| r.max_surge.as_ref()), replicas)
+                scaled(rolling.and_then(|r| r.max_surge.as_ref()), replicas, true)
             };
             let name = d.metadata.name.clone().unwrap_or_default();
             let mut out = set_size_warnings(ns, &name, &spec.template, replicas, extra, || {
-                // maxUnavailable rounds down (default 25%).
-                match rolling.and_then(|r| r.max_unavailable.as_ref()) {
-                    None => replicas * 25 / 100,
-                    Some(IntOrString::Int(n)) => *n,
-                    Some(IntOrString::String(s)) => s
-                        .strip_suffix('%')
-                        .and_then(|p| p.parse::<i32>().ok())
-                        .map_or(0, |p| replicas * p / 100),
-                }
+                scaled(
+                    rolling.and_then(|r| r.max_unavailable.as_ref()),
+                    replicas,
+                    false,
+                )
             });
             if !fixes_address(&spec.template) {
                 return out;
@@ -209,7 +202,7 @@ mod tests {
         );
         assert!(!warn(deploy(2, json!({"type": "Recreate"}), true)).is_empty());
         assert!(warn(deploy(3, json!({}), false)).is_empty());
-        assert_eq!(surge(Some(&IntOrString::String("50%".into())), 3), 2);
+        assert_eq!(scaled(Some(&IntOrString::String("50%".into())), 3, true), 2);
     }
 
     #[test]

@@ -424,6 +424,28 @@ async fn app_sets_stay_within_their_bound() -> Result<()> {
             .await,
     )?;
     ensure!(msg.contains("needs a verified owner"), "{msg}");
+    // A pod cannot widen a set: the bound is read from the workload, not from the pod. A
+    // tenant pod joining `fixed` (its ReplicaSet as controller) with its own set-size waits.
+    let fixed_rs = rs
+        .list(&ListParams::default().labels("app=fixed"))
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .context("fixed's ReplicaSet")?;
+    let widen: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "widen", "labels": {"app": "fixed"},
+            "annotations": {"pinip.io/retain": "app", "pinip.io/set-size": "10"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": fixed_rs.name_any(), "uid": fixed_rs.uid(), "controller": true}]},
+        "spec": {"containers": [{"name": "app", "image": IMAGE}]},
+    }))?;
+    let msg = denial(tenant_pods.create(&PostParams::default(), &widen).await)?;
+    ensure!(
+        msg.contains("its bound is 2 (pinip.io/set-size 2)"),
+        "{msg}"
+    );
+    ensure!(set(client, &ns, "fixed").await? == fixed);
     eprintln!("two workloads: other {other:?}, web {web:?}; forged pods denied");
     ensure!(set(client, &ns, "web").await? == web);
     Ok(())

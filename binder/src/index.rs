@@ -1,7 +1,8 @@
-//! In-memory views of the cluster, kept current by watches, that every decision reads: pools,
-//! claims, pods (stripped to what the binder needs), and the workloads (StatefulSets,
-//! ReplicaSets, Deployments: `pinip-index`, shared with the webhook). The watches run on every replica, leader or not, so a standby that takes over
-//! decides from warm caches at once. Every event pokes [`Index::changed`].
+//! In-memory views of the cluster, kept current by watches, that every decision reads: the
+//! ledger of pools and claims and the workloads (StatefulSets, ReplicaSets, Deployments), both
+//! shared with the webhook (`pinip-index`), and pods stripped to what the binder needs. The
+//! watches run on every replica, leader or not, so a standby that takes over decides from
+//! warm caches at once. Every event pokes [`Index::changed`].
 
 use std::sync::Arc;
 
@@ -10,7 +11,9 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
-use pinip_api::{IPClaim, IPPool, Owner};
+use pinip_api::Owner;
+use pinip_index::Ledger;
+use pinip_index::ledger::Hooks;
 use pinip_index::watch::drain;
 use tokio::sync::{Notify, watch};
 
@@ -19,8 +22,8 @@ use crate::workload::{Lookups, Presence, WorkloadRef};
 
 #[derive(Clone)]
 pub struct Index {
-    pub pools: Store<IPPool>,
-    pub claims: Store<IPClaim>,
+    /// Pools and claims (shared with the webhook, `pinip-index`).
+    pub ledger: Ledger,
     pub pods: Store<Pod>,
     pub workloads: pinip_index::Workloads,
     /// Notified on every watch event.
@@ -32,28 +35,10 @@ pub struct Index {
 impl Index {
     /// Starts the watches; they run until the process exits, retrying with backoff.
     pub fn start(client: &Client) -> Index {
-        let (pools, pools_w) = reflector::store();
-        let (claims, claims_w) = reflector::store();
         let (pods, pods_w) = reflector::store();
         let changed = Arc::new(Notify::new());
         let cfg = watcher::Config::default();
         let c = client.clone();
-        tokio::spawn(drain(
-            "ippools",
-            Some(changed.clone()),
-            reflector::reflector(
-                pools_w,
-                watcher(Api::<IPPool>::all(c.clone()), cfg.clone()).default_backoff(),
-            ),
-        ));
-        tokio::spawn(drain(
-            "ipclaims",
-            Some(changed.clone()),
-            reflector::reflector(
-                claims_w,
-                watcher(Api::<IPClaim>::all(c.clone()), cfg.clone()).default_backoff(),
-            ),
-        ));
         tokio::spawn(drain(
             "pods",
             Some(changed.clone()),
@@ -66,8 +51,13 @@ impl Index {
         ));
         let (ready_tx, ready) = watch::channel(false);
         let index = Index {
-            pools,
-            claims,
+            ledger: Ledger::start(
+                client,
+                Hooks {
+                    changed: Some(changed.clone()),
+                    on_claim: None,
+                },
+            ),
             pods,
             workloads: pinip_index::Workloads::start(client, Some(changed.clone())),
             changed,
@@ -77,8 +67,7 @@ impl Index {
         // by a oneshot channel), so exactly one task awaits the stores and publishes the result.
         let stores = index.clone();
         tokio::spawn(async move {
-            let _ = stores.pools.wait_until_ready().await;
-            let _ = stores.claims.wait_until_ready().await;
+            stores.ledger.wait_ready().await;
             let _ = stores.pods.wait_until_ready().await;
             stores.workloads.wait_ready().await;
             let _ = ready_tx.send(true);

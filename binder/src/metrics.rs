@@ -145,7 +145,7 @@ impl Metrics {
     pub fn render(&self, index: &Index) -> String {
         let mut by_phase: BTreeMap<&'static str, i64> =
             [("Reserved", 0), ("Bound", 0), ("Released", 0)].into();
-        for c in index.claims.state() {
+        for c in index.ledger.claims() {
             let phase = match c.phase() {
                 pinip_api::ClaimPhase::Reserved => "Reserved",
                 pinip_api::ClaimPhase::Bound => "Bound",

@@ -1,53 +1,34 @@
-//! IPPool status: `total`, `allocated` and the `Exhausted` and `Overlapping` conditions,
-//! recomputed from the claims every time (never counted up and down, so it cannot drift).
+//! IPPool status: `total`, `allocated` and the `Exhausted` and `Overlapping` conditions, from
+//! the ledger's pools and per-pool counts (the ledger recounts on every relist).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
-use pinip_api::{IPClaim, IPPool, IPPoolStatus, UsablePool};
+use pinip_api::{IPPool, IPPoolStatus, UsablePool};
+use pinip_index::Pool;
 
 pub const EXHAUSTED: &str = "Exhausted";
 pub const OVERLAPPING: &str = "Overlapping";
 
-/// The status every pool should have now. `now` stamps conditions whose status changes.
+/// The status every pool should have now. `allocated`: the claims of a pool; `now` stamps
+/// conditions whose status changes.
 pub fn desired(
-    pools: &[Arc<IPPool>],
-    claims: &[Arc<IPClaim>],
+    pools: &[Arc<Pool>],
+    allocated: impl Fn(&str) -> usize,
     now: Timestamp,
 ) -> Vec<(String, IPPoolStatus)> {
-    let mut allocated: HashMap<&str, i64> = HashMap::new();
-    for c in claims {
-        *allocated.entry(c.spec.pool.as_str()).or_default() += 1;
-    }
-    let parsed: Vec<(String, &IPPool, Result<UsablePool, String>)> = pools
+    pools
         .iter()
-        .map(|p| {
-            (
-                p.name_any(),
-                p.as_ref(),
-                p.spec.usable().map_err(|e| e.to_string()),
-            )
-        })
-        .collect();
-    parsed
-        .iter()
-        .map(|(name, pool, usable)| {
-            let allocated = allocated.get(name.as_str()).copied().unwrap_or(0);
-            let overlap = usable.as_ref().ok().and_then(|u| {
-                parsed
-                    .iter()
-                    .filter(|(other, p, _)| other != name && p.spec.network == pool.spec.network)
-                    .find_map(|(other, _, ou)| {
-                        let ip = u.overlap(ou.as_ref().ok()?)?;
-                        Some((other.clone(), ip))
-                    })
-            });
-            let status = status(pool, usable, allocated, overlap, now);
-            (name.clone(), status)
+        .map(|pool| {
+            let allocated = i64::try_from(allocated(&pool.name)).unwrap_or(i64::MAX);
+            let overlap = pools
+                .iter()
+                .filter(|other| other.name != pool.name)
+                .find_map(|other| Some((other.name.clone(), pool.overlap(other)?)));
+            let status = status(&pool.object, &pool.usable, allocated, overlap, now);
+            (pool.name.clone(), status)
         })
         .collect()
 }
@@ -135,29 +116,28 @@ pub fn up_to_date(current: Option<&IPPoolStatus>, desired: &IPPoolStatus) -> boo
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::HashMap;
 
-    fn pool(name: &str, spec: serde_json::Value) -> Arc<IPPool> {
-        Arc::new(
+    fn pool(name: &str, spec: serde_json::Value) -> Arc<Pool> {
+        parsed(
             serde_json::from_value(json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPPool",
             "metadata": {"name": name, "generation": 3}, "spec": spec}))
             .unwrap(),
         )
     }
 
-    fn claims(pool: &str, n: usize) -> Vec<Arc<IPClaim>> {
-        (0..n)
-            .map(|i| {
-                Arc::new(
-                    serde_json::from_value(
-                        json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPClaim",
-                    "metadata": {"name": format!("{pool}-{i}")},
-                    "spec": {"pool": pool, "address": "10.0.0.1/24",
-                        "owner": {"kind": "Pod", "namespace": "n", "name": "p"}}}),
-                    )
-                    .unwrap(),
-                )
-            })
-            .collect()
+    fn parsed(p: IPPool) -> Arc<Pool> {
+        Arc::new(Pool::parse(Arc::new(p)))
+    }
+
+    /// `n` claims of `pool`, none of any other.
+    fn claims(pool: &str, n: usize) -> impl Fn(&str) -> usize {
+        let pool = pool.to_string();
+        move |p: &str| if p == pool { n } else { 0 }
+    }
+
+    fn none(_: &str) -> usize {
+        0
     }
 
     fn get<'a>(s: &'a IPPoolStatus, t: &str) -> &'a Condition {
@@ -177,9 +157,9 @@ mod tests {
             ),
             pool("huge", json!({"cidr": "fd00::/8"})),
         ];
-        let mut cs = claims("tiny", 2);
-        cs.extend(claims("a", 5));
-        let got: HashMap<String, IPPoolStatus> = desired(&pools, &cs, now).into_iter().collect();
+        let counts: HashMap<&str, usize> = [("tiny", 2), ("a", 5)].into();
+        let cs = |p: &str| counts.get(p).copied().unwrap_or(0);
+        let got: HashMap<String, IPPoolStatus> = desired(&pools, cs, now).into_iter().collect();
         let tiny = &got["tiny"];
         assert_eq!((tiny.total, tiny.allocated), (2, 2));
         assert_eq!(get(tiny, EXHAUSTED).status, "True");
@@ -205,15 +185,15 @@ mod tests {
         let t0: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2030-01-02T00:00:00Z".parse().unwrap();
         let p = pool("p", json!({"cidr": "10.0.0.0/30"}));
-        let first = desired(std::slice::from_ref(&p), &[], t0).remove(0).1;
-        let mut with_status = (*p).clone();
+        let first = desired(std::slice::from_ref(&p), none, t0).remove(0).1;
+        let mut with_status = (*p.object).clone();
         with_status.status = Some(first.clone());
-        let with_status = Arc::new(with_status);
-        let again = desired(std::slice::from_ref(&with_status), &[], t1)
+        let with_status = parsed(with_status);
+        let again = desired(std::slice::from_ref(&with_status), none, t1)
             .remove(0)
             .1;
-        assert!(up_to_date(with_status.status.as_ref(), &again));
-        let full = desired(&[with_status], &claims("p", 2), t1).remove(0).1;
+        assert!(up_to_date(with_status.object.status.as_ref(), &again));
+        let full = desired(&[with_status], claims("p", 2), t1).remove(0).1;
         assert_eq!(get(&full, EXHAUSTED).last_transition_time, Time(t1));
         assert_eq!(get(&full, OVERLAPPING).last_transition_time, Time(t0));
     }
@@ -222,7 +202,7 @@ mod tests {
     fn invalid_spec_is_reported_not_panicked() {
         let now = Timestamp::UNIX_EPOCH;
         let bad = pool("bad", json!({"cidr": "10.0.0.5/24"}));
-        let s = desired(&[bad], &[], now).remove(0).1;
+        let s = desired(&[bad], none, now).remove(0).1;
         assert_eq!(s.total, 0);
         assert_eq!(get(&s, EXHAUSTED).reason, "InvalidSpec");
     }

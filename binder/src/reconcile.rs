@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use pinip_api::{ClaimPhase, IPClaim, IPPool, IPPoolStatus};
 use pinip_index::confirm_free;
@@ -159,7 +158,7 @@ impl Reconciler {
         let now =
             Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
         let ctx = self.ctx.clone();
-        let raw_claims = ctx.index.claims.state();
+        let raw_claims = ctx.index.ledger.claims();
         let raw_pods = ctx.index.pods.state();
 
         let mut claims = Vec::with_capacity(raw_claims.len());
@@ -305,16 +304,18 @@ impl Reconciler {
     /// Writes every pool's status that differs from what it should be; returns the failures.
     async fn pool_status(&mut self, now: Timestamp) -> u32 {
         let ctx = self.ctx.clone();
-        let pools = ctx.index.pools.state();
-        let claims = ctx.index.claims.state();
+        let ledger = &ctx.index.ledger;
+        let pools = ledger.pools();
         let api: Api<IPPool> = Api::all(ctx.client.clone());
         let mut failures = 0;
-        let by_name: HashMap<String, &Arc<IPPool>> =
-            pools.iter().map(|p| (p.name_any(), p)).collect();
+        let by_name: HashMap<&str, &IPPool> = pools
+            .iter()
+            .map(|p| (p.name.as_str(), &*p.object))
+            .collect();
         self.pools_written
-            .retain(|name, _| by_name.contains_key(name));
-        for (name, desired) in pool_status::desired(&pools, &claims, now) {
-            let Some(pool) = by_name.get(&name) else {
+            .retain(|name, _| by_name.contains_key(name.as_str()));
+        for (name, desired) in pool_status::desired(&pools, |p| ledger.claimed(p), now) {
+            let Some(pool) = by_name.get(name.as_str()) else {
                 continue;
             };
             if pool_status::up_to_date(pool.status.as_ref(), &desired) {
@@ -385,7 +386,7 @@ async fn execute(ctx: &Context, action: Action) -> Result<Done, Error> {
         // watches may lag, e.g. a standby that just took over), right before the write. The
         // write itself is guarded by the version decided on, so a handover in between fails
         // it.
-        let Some(claim) = ctx.index.claims.get(&ObjectRef::new(action.claim())) else {
+        let Some(claim) = ctx.index.ledger.claim(action.claim()) else {
             return Ok(Done::Skipped);
         };
         let free = confirm_free(

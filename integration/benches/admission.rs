@@ -4,8 +4,9 @@
 //! 2. registers two webhook replicas and creates N pods in a pinip-enabled namespace,
 //!
 //! and prints pod-creation throughput for both with their ratio, client-side
-//! create latency medians, and the webhooks' decision latency p50/p99 as kube-apiserver itself
-//! measures it (`apiserver_admission_webhook_admission_duration_seconds`).
+//! create latency medians, the webhooks' decision latency p50/p99 as kube-apiserver itself
+//! measures it (`apiserver_admission_webhook_admission_duration_seconds`), webhook calls and
+//! claim writes per pod, and each process's CPU seconds per 1000 pods (from `/proc`).
 //!
 //!   integration/bench.sh            # builds release binaries, then runs this
 //!   PINIP_BENCH_PODS=1000 …         # pods per phase (default 1000)
@@ -13,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
@@ -66,6 +67,52 @@ async fn create_pods(client: &Client, ns: &str, n: usize) -> Result<Phase> {
         median_ms: q(0.5),
         p99_ms: q(0.99),
     })
+}
+
+/// CPU time (user + system) a process has used so far, in seconds, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let utime: f64 = f.get(11).context("utime")?.parse()?;
+    let stime: f64 = f.get(12).context("stime")?.parse()?;
+    Ok((utime + stime) / ticks)
+}
+
+/// CPU seconds so far of each process in `procs` (name, pid), and of this benchmark itself
+/// (the client; the bed's node agent and the webhooks' load balancer run in it too).
+fn cpu_snapshot(procs: &[(String, u32)]) -> Result<Vec<(String, f64)>> {
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for (name, pid) in procs {
+        let s = cpu_seconds(&pid.to_string())?;
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some((_, t)) => *t += s,
+            None => out.push((name.clone(), s)),
+        }
+    }
+    out.push((
+        "bench process (client, node agent, load balancer)".into(),
+        cpu_seconds("self")?,
+    ));
+    Ok(out)
+}
+
+/// CPU seconds per 1000 pods between two snapshots, one line.
+fn cpu_per_1000(before: &[(String, f64)], after: &[(String, f64)], pods: usize) -> String {
+    after
+        .iter()
+        .map(|(name, a)| {
+            let b = before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0.0, |(_, b)| *b);
+            format!("{name} {:.2}", (a - b) * 1000.0 / pods as f64)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Sum of kube-apiserver's counter `metric` over the series whose labels contain every one of
@@ -202,8 +249,15 @@ async fn main() -> Result<()> {
     let warm = bed.temp_namespace("warm", json!({})).await?;
     create_pods(&client, &warm, 50).await?;
 
+    let mut procs = bed
+        .cp
+        .as_ref()
+        .context("a bed this benchmark started")?
+        .named_pids();
     let plain = bed.temp_namespace("baseline", json!({})).await?;
+    let cpu_before = cpu_snapshot(&procs)?;
     let baseline = create_pods(&client, &plain, n).await?;
+    let cpu_baseline = cpu_per_1000(&cpu_before, &cpu_snapshot(&procs)?, n);
 
     // No binder runs here, so no reservation is ever bound: the per-namespace cap on unbound
     // reservations (which counts claims the binder has not bound yet) is lifted for the
@@ -231,8 +285,16 @@ async fn main() -> Result<()> {
     let mutate_before = webhook_buckets(&client, "enabled-namespaces.mutate.pinip.io").await?;
     let decision_before = decision_buckets(&hooks).await?;
     let validate_before = webhook_buckets(&client, "pods.validate.pinip.io").await?;
+    procs.extend(
+        hooks
+            .procs
+            .iter()
+            .filter_map(|p| Some(("pinip-webhook (2 replicas)".to_string(), p.pid()?))),
+    );
     let costs_before = pinip_costs(&client).await?;
+    let cpu_before = cpu_snapshot(&procs)?;
     let with_webhook = create_pods(&client, &enabled, n).await?;
+    let cpu_with = cpu_per_1000(&cpu_before, &cpu_snapshot(&procs)?, n);
     let costs_after = pinip_costs(&client).await?;
     let delta = |after: BTreeMap<u64, f64>, before: &BTreeMap<u64, f64>| -> BTreeMap<u64, f64> {
         after
@@ -283,6 +345,8 @@ async fn main() -> Result<()> {
         (costs_after.0 - costs_before.0) / n as f64,
         (costs_after.1 - costs_before.1) / n as f64
     );
+    println!("  CPU seconds per 1000 pods, baseline: {cpu_baseline}");
+    println!("  CPU seconds per 1000 pods, with pinip: {cpu_with}");
     for (name, b) in [("mutate", &mutate), ("validate (pods)", &validate)] {
         println!(
             "  kube-apiserver-measured {name} webhook latency: p50 {:.2} ms, p99 {:.2} ms over {} calls",

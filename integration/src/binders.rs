@@ -140,6 +140,11 @@ impl Binders {
         self.wait_ready(i).await
     }
 
+    /// Replica `i`'s process id, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().and_then(Proc::pid)
+    }
+
     pub fn running(&self, i: usize) -> bool {
         self.procs[i].is_some()
     }

@@ -202,6 +202,14 @@ impl ControlPlane {
         self.procs.iter().filter_map(Proc::pid).collect()
     }
 
+    /// The running components by name (`etcd`, `kube-apiserver`, …) with their process ids.
+    pub fn named_pids(&self) -> Vec<(String, u32)> {
+        self.procs
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.pid()?)))
+            .collect()
+    }
+
     /// Fails when a component has exited.
     pub fn check(&mut self) -> Result<()> {
         for p in &mut self.procs {

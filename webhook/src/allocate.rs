@@ -29,6 +29,13 @@ use crate::reason::Denial;
 /// After this many 409s in one decision, give up and let the API server retry the pod.
 const MAX_CONFLICTS: u32 = 64;
 
+/// Free addresses taken from the ledger at a time (more only after 409s).
+const CANDIDATES: usize = 8;
+
+/// Most free addresses one search looks at before the pool counts as exhausted (all of them
+/// created here moments ago or cooling down).
+const SEARCH_BUDGET: usize = 1 << 20;
+
 pub struct Allocator {
     pub api: Api<IPClaim>,
     pub client: kube::Client,
@@ -147,7 +154,7 @@ impl Allocator {
         dry_run: bool,
     ) -> Result<Decided, Denial> {
         let pool = c.name();
-        let network = c.pool.spec.network.clone();
+        let network = c.pool.network().to_string();
         let decided = |ip: IpAddr, claim: String, created: Option<(String, String)>| Decided {
             chosen: c.clone(),
             ip,
@@ -156,15 +163,7 @@ impl Allocator {
         };
         // The members of the owner's retained set in this pool (in the watch index).
         let members: Vec<Arc<IPClaim>> = if matches!(retain, Retain::Ordinal | Retain::App) {
-            let mut m: Vec<Arc<IPClaim>> = self
-                .index
-                .claims
-                .state()
-                .into_iter()
-                .filter(|k| k.spec.pool == pool && k.spec.owner == *owner)
-                .collect();
-            m.sort_by_key(|k| k.name_any());
-            m
+            self.index.ledger.members(owner, &pool)
         } else {
             Vec::new()
         };
@@ -266,43 +265,66 @@ impl Allocator {
             }
         }
 
-        // A fresh address, from a random place in the pool so concurrent replicas spread out.
+        // A fresh address, from a random place in the pool so concurrent replicas spread out:
+        // the ledger's free addresses from there on, passing over claims this replica created
+        // moments ago and addresses cooling down.
         let offset = u128::from(RandomState::new().hash_one(&pod.name))
             | (u128::from(RandomState::new().hash_one(&pool)) << 64);
+        let size = c.usable.size();
+        let exhausted = || Denial::Exhausted {
+            pool: pool.clone(),
+            size,
+        };
+        let from = c
+            .usable
+            .usable
+            .nth(offset % size.max(1))
+            .ok_or_else(exhausted)?;
         let mut conflicts = 0u32;
-        for ip in c.usable.usable.iter_from(offset) {
-            let name = claim_name(&network, &ip);
-            if self.index.is_taken(&name) || self.index.cooling_down(&name, self.cooldown) {
-                continue;
+        loop {
+            let unavailable = |ip: &IpAddr| {
+                let name = claim_name(&network, ip);
+                self.index.created_here(&name) || self.index.cooling_down(&name, self.cooldown)
+            };
+            let batch = self.index.ledger.free_candidates(
+                &pool,
+                &from,
+                CANDIDATES,
+                SEARCH_BUDGET,
+                unavailable,
+            );
+            if batch.is_empty() {
+                return Err(exhausted());
             }
-            if dry_run {
-                return Ok(decided(ip, name, None));
-            }
-            match self.create(c, &name, ip, owner, retain, pod).await {
-                Ok(created) => {
-                    let d = decided(ip, name, Some(created));
-                    if let Some(b) = &set_bound {
-                        self.check_set_size(&d, owner, b, &members).await?;
-                    }
-                    return Ok(d);
+            for ip in batch {
+                let name = claim_name(&network, &ip);
+                if dry_run {
+                    return Ok(decided(ip, name, None));
                 }
-                Err(kube::Error::Api(s)) if s.code == 409 => {
-                    self.metrics.claim_conflicts.inc();
-                    self.index.mark_created(&name);
-                    conflicts += 1;
-                    if conflicts >= MAX_CONFLICTS {
-                        return Err(Denial::Api(format!(
-                            "{conflicts} addresses of pool {pool} were taken concurrently"
-                        )));
+                match self.create(c, &name, ip, owner, retain, pod).await {
+                    Ok(created) => {
+                        let d = decided(ip, name, Some(created));
+                        if let Some(b) = &set_bound {
+                            self.check_set_size(&d, owner, b, &members).await?;
+                        }
+                        return Ok(d);
                     }
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        // Taken by a replica whose claim our watch has not shown yet: passed
+                        // over from now on.
+                        self.metrics.claim_conflicts.inc();
+                        self.index.mark_created(&name);
+                        conflicts += 1;
+                        if conflicts >= MAX_CONFLICTS {
+                            return Err(Denial::Api(format!(
+                                "{conflicts} addresses of pool {pool} were taken concurrently"
+                            )));
+                        }
+                    }
+                    Err(e) => return Err(Denial::Api(e.to_string())),
                 }
-                Err(e) => return Err(Denial::Api(e.to_string())),
             }
         }
-        Err(Denial::Exhausted {
-            pool,
-            size: c.usable.size(),
-        })
     }
 
     async fn create(

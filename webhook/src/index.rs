@@ -1,31 +1,30 @@
 //! In-memory views of the cluster, kept current by watches, that admission decisions read
-//! instead of calling the API server: pools, claims, namespaces' labels, nodes' labels, and
-//! the workloads owners are verified against (shared with the binder, `pinip-index`). Also what watches alone cannot tell: claims this replica has just
-//! created (until its watch sees them) and when each address was last released (for the
-//! cool-down).
+//! instead of calling the API server: the ledger of pools and claims and the workloads owners
+//! are verified against (both shared with the binder, `pinip-index`), namespaces' labels and
+//! nodes' labels. Also what watches alone cannot tell: claims this replica has just created
+//! (until its watch sees them) and when each address was last released (for the cool-down).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use pinip_api::holder::Record;
-use pinip_api::{IPClaim, IPPool};
-use pinip_index::Workloads;
+use pinip_api::IPClaim;
+use pinip_index::ledger::{ClaimEvent, Hooks};
 use pinip_index::watch::drain;
+use pinip_index::{Ledger, Pool, Workloads};
 
 /// How long a claim this replica created counts as taken before its watch reports it.
 const PENDING_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct Index {
-    pub pools: Store<IPPool>,
-    pub claims: Store<IPClaim>,
+    /// Pools and claims (shared with the binder, `pinip-index`).
+    pub ledger: Ledger,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     pub workloads: Workloads,
     nodes: Store<PartialObjectMeta<Node>>,
@@ -36,26 +35,39 @@ pub struct Index {
 impl Index {
     /// Starts the watches; they run until the process exits, retrying with backoff.
     pub fn start(client: &Client) -> Index {
-        let (pools, pw) = reflector::store();
-        let (claims, cw) = reflector::store();
         let (namespaces, nw) = reflector::store();
         let (nodes, nodew) = reflector::store();
+        let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let released: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let on_claim = {
+            let (pending, released) = (pending.clone(), released.clone());
+            move |ev: ClaimEvent<'_>| match ev {
+                ClaimEvent::Deleted(name) => {
+                    released
+                        .lock()
+                        .expect("released lock")
+                        .insert(name.to_string(), Instant::now());
+                }
+                ClaimEvent::Applied(name) => {
+                    pending.lock().expect("pending lock").remove(name);
+                }
+            }
+        };
         let index = Index {
-            pools,
-            claims,
+            ledger: Ledger::start(
+                client,
+                Hooks {
+                    changed: None,
+                    on_claim: Some(Arc::new(on_claim)),
+                },
+            ),
             namespaces,
             workloads: Workloads::start(client, None),
             nodes,
-            pending: Arc::default(),
-            released: Arc::default(),
+            pending,
+            released,
         };
         let cfg = watcher::Config::default();
-        let pools_api: Api<IPPool> = Api::all(client.clone());
-        tokio::spawn(drain(
-            "ippools",
-            None,
-            reflector::reflector(pw, watcher(pools_api, cfg.clone()).default_backoff()),
-        ));
         // Metadata-only watches: labels and owners are all that is read.
         let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
         tokio::spawn(drain(
@@ -67,32 +79,14 @@ impl Index {
         tokio::spawn(drain(
             "nodes",
             None,
-            reflector::reflector(nodew, watcher(node_api, cfg.clone()).default_backoff()),
+            reflector::reflector(nodew, watcher(node_api, cfg).default_backoff()),
         ));
-        let claims_api: Api<IPClaim> = Api::all(client.clone());
-        let released = index.released.clone();
-        let pending = index.pending.clone();
-        let claim_events = reflector::reflector(cw, watcher(claims_api, cfg).default_backoff())
-            .inspect(move |ev| match ev {
-                Ok(watcher::Event::Delete(c)) => {
-                    released
-                        .lock()
-                        .expect("released lock")
-                        .insert(c.name_any(), Instant::now());
-                }
-                Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => {
-                    pending.lock().expect("pending lock").remove(&c.name_any());
-                }
-                _ => {}
-            });
-        tokio::spawn(drain("ipclaims", None, claim_events));
         index
     }
 
     /// Waits until every watch has listed once.
     pub async fn wait_ready(&self) {
-        let _ = self.pools.wait_until_ready().await;
-        let _ = self.claims.wait_until_ready().await;
+        self.ledger.wait_ready().await;
         let _ = self.namespaces.wait_until_ready().await;
         self.workloads.wait_ready().await;
         let _ = self.nodes.wait_until_ready().await;
@@ -113,35 +107,16 @@ impl Index {
             .map(|n| n.metadata.labels.clone().unwrap_or_default())
     }
 
-    /// Claims reserved for pods of `ns` that the binder has not bound (no pod uid yet):
-    /// pods in admission, and pods that a later admission step refused.
-    pub fn unbound_reservations(&self, ns: &str) -> usize {
-        self.claims
-            .state()
-            .iter()
-            .filter(|c| {
-                c.holder_namespace() == ns
-                    && matches!(
-                        c.record(),
-                        Record::Pod { uid: None, .. } | Record::Prefix { .. }
-                    )
-            })
-            .count()
-    }
-
     pub fn claim(&self, name: &str) -> Option<Arc<IPClaim>> {
-        self.claims.get(&ObjectRef::new(name))
+        self.ledger.claim(name)
     }
 
-    pub fn pool(&self, name: &str) -> Option<Arc<IPPool>> {
-        self.pools.get(&ObjectRef::new(name))
+    pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {
+        self.ledger.pool(name)
     }
 
-    /// Whether `name` is held (in the store, or created here moments ago).
-    pub fn is_taken(&self, name: &str) -> bool {
-        if self.claim(name).is_some() {
-            return true;
-        }
+    /// Whether this replica created claim `name` moments ago (its watch has not shown it).
+    pub fn created_here(&self, name: &str) -> bool {
         let mut pending = self.pending.lock().expect("pending lock");
         match pending.get(name) {
             Some(t) if t.elapsed() < PENDING_TTL => true,

@@ -2,9 +2,6 @@
 //! 409 retries, and per-pool free/used addresses (computed from the watch index at scrape, so
 //! they never drift).
 
-use std::collections::HashMap;
-
-use kube::ResourceExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -112,15 +109,11 @@ impl Metrics {
 
     /// The text exposition, with pool gauges recomputed from `index`.
     pub fn render(&self, index: &Index) -> String {
-        let mut used: HashMap<String, i64> = HashMap::new();
-        for c in index.claims.state() {
-            *used.entry(c.spec.pool.clone()).or_default() += 1;
-        }
         self.pool_addresses.clear();
-        for p in index.pools.state() {
-            let name = p.name_any();
-            let size = p.spec.usable().map(|u| u.size()).unwrap_or(0);
-            let u = used.get(&name).copied().unwrap_or(0);
+        for p in index.ledger.pools() {
+            let name = p.name.clone();
+            let size = p.usable.as_ref().map(|u| u.size()).unwrap_or(0);
+            let u = i64::try_from(index.ledger.claimed(&name)).unwrap_or(i64::MAX);
             let free = i64::try_from(size).unwrap_or(i64::MAX).saturating_sub(u);
             self.pool_addresses
                 .get_or_create(&PoolLabels {

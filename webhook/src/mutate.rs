@@ -165,7 +165,7 @@ async fn decide(
     }
     owner::check_retain(&owner, retain).map_err(Denial::Retain)?;
 
-    let pools = state.index.pools.state();
+    let pools = state.index.ledger.pools();
     let usage = IndexUsage {
         index: &state.index,
         owner: &owner,
@@ -179,7 +179,7 @@ async fn decide(
         ip_req.as_ref(),
         &usage,
     )?;
-    let unbound = state.index.unbound_reservations(ns);
+    let unbound = state.index.ledger.unbound_reservations(ns);
     if unbound >= state.max_reservations {
         return Err(Denial::TooManyReservations {
             namespace: ns.to_string(),
@@ -221,18 +221,11 @@ impl policy::PoolUsage for IndexUsage<'_> {
     }
 
     fn claimed(&self, pool: &str) -> u128 {
-        let claims = self.index.claims.state();
-        claims.iter().filter(|c| c.spec.pool == pool).count() as u128
+        self.index.ledger.claimed(pool) as u128
     }
 
     fn held_by_owner(&self, pool: &str) -> bool {
-        self.retained
-            && self
-                .index
-                .claims
-                .state()
-                .iter()
-                .any(|c| c.spec.pool == pool && c.spec.owner == *self.owner)
+        self.retained && self.index.ledger.holds(self.owner, pool)
     }
 }
 
@@ -241,7 +234,7 @@ fn node_requirements(
 ) -> Vec<k8s_openapi::api::core::v1::NodeSelectorRequirement> {
     let mut reqs = Vec::new();
     for c in chosen {
-        if let Some(sel) = &c.pool.spec.node_selector {
+        if let Some(sel) = &c.pool.object.spec.node_selector {
             for r in policy::node_requirements(sel) {
                 if !reqs.contains(&r) {
                     reqs.push(r);
@@ -259,7 +252,7 @@ pub fn allocation(interface: &str, decided: &[Decided]) -> Allocation {
     let mut routes = Vec::new();
     let mut dns = DnsAllocation::default();
     for d in decided {
-        let spec = &d.chosen.pool.spec;
+        let spec = &d.chosen.pool.object.spec;
         let gateway = d.chosen.usable.gateway;
         ips.push(IpAllocation {
             address: d.chosen.usable.with_prefix(d.ip),

@@ -8,17 +8,17 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use pinip_api::annotations::{IpRequest, PoolRequest};
 use pinip_api::{Family, IPPool, UsablePool};
+use pinip_index::Pool;
 
 use crate::reason::Denial;
 
 /// A pool chosen for one family of a pod's addresses.
 #[derive(Clone, Debug)]
 pub struct Chosen {
-    pub pool: Arc<IPPool>,
+    pub pool: Arc<Pool>,
     pub usable: UsablePool,
     /// The exact address the pod asked for in this family.
     pub explicit: Option<IpAddr>,
@@ -26,7 +26,7 @@ pub struct Chosen {
 
 impl Chosen {
     pub fn name(&self) -> String {
-        self.pool.name_any()
+        self.pool.name.clone()
     }
 }
 
@@ -223,7 +223,7 @@ pub trait PoolUsage {
 /// StatefulSet pod keeps its pool, and so its address), then the one with the most free
 /// addresses (pods spread over, e.g., one default pool per zone), then the first by name.
 pub fn choose(
-    pools: &[Arc<IPPool>],
+    pools: &[Arc<Pool>],
     pod: &Pod,
     ns_labels: &BTreeMap<String, String>,
     pool_req: Option<&PoolRequest>,
@@ -231,25 +231,25 @@ pub fn choose(
     usage: &dyn PoolUsage,
 ) -> Result<Vec<Chosen>, Denial> {
     let mut chosen: Vec<Chosen> = Vec::new();
-    let usable = |p: &Arc<IPPool>| {
-        p.spec.usable().map_err(|e| Denial::BadPool {
-            pool: p.name_any(),
-            reason: e.to_string(),
+    let usable = |p: &Arc<Pool>| {
+        p.usable.clone().map_err(|reason| Denial::BadPool {
+            pool: p.name.clone(),
+            reason,
         })
     };
     if let Some(req) = pool_req {
         for name in &req.0 {
             let pool = pools
                 .iter()
-                .find(|p| &p.name_any() == name)
+                .find(|p| &p.name == name)
                 .ok_or_else(|| Denial::UnknownPool { pool: name.clone() })?;
-            if !namespace_may_use(pool, ns_labels) {
+            if !namespace_may_use(&pool.object, ns_labels) {
                 return Err(Denial::NamespaceNotAllowed { pool: name.clone() });
             }
-            if !pool.spec.network.is_empty() {
+            if !pool.network().is_empty() {
                 return Err(Denial::OtherNetwork {
                     pool: name.clone(),
-                    network: pool.spec.network.clone(),
+                    network: pool.network().to_string(),
                 });
             }
             let u = usable(pool)?;
@@ -288,36 +288,36 @@ pub fn choose(
     if let Some(r) = ip_req {
         for ip in &r.0 {
             // Prefer the default network's pools; then by name, for a stable choice.
-            let mut holders: Vec<(&Arc<IPPool>, UsablePool)> = pools
+            let mut holders: Vec<(&Arc<Pool>, &UsablePool)> = pools
                 .iter()
-                .filter(|p| namespace_may_use(p, ns_labels))
-                .filter_map(|p| p.spec.usable().ok().map(|u| (p, u)))
+                .filter(|p| namespace_may_use(&p.object, ns_labels))
+                .filter_map(|p| p.usable.as_ref().ok().map(|u| (p, u)))
                 .filter(|(_, u)| u.contains(ip))
                 .collect();
-            holders.sort_by_key(|(p, _)| (!p.spec.network.is_empty(), p.name_any()));
+            holders.sort_by_key(|(p, _)| (!p.network().is_empty(), p.name.clone()));
             let (pool, u) = holders
                 .into_iter()
                 .next()
                 .ok_or(Denial::NoPoolForAddress { ip: *ip })?;
-            if !pool.spec.network.is_empty() {
+            if !pool.network().is_empty() {
                 return Err(Denial::OtherNetwork {
-                    pool: pool.name_any(),
-                    network: pool.spec.network.clone(),
+                    pool: pool.name.clone(),
+                    network: pool.network().to_string(),
                 });
             }
             chosen.push(Chosen {
                 pool: pool.clone(),
-                usable: u,
+                usable: u.clone(),
                 explicit: Some(*ip),
             });
         }
         return Ok(chosen);
     }
-    let mut defaults: Vec<&Arc<IPPool>> = pools
+    let mut defaults: Vec<&Arc<Pool>> = pools
         .iter()
-        .filter(|p| p.spec.default && p.spec.network.is_empty())
+        .filter(|p| p.object.spec.default && p.network().is_empty())
         .collect();
-    defaults.sort_by_key(|p| p.name_any());
+    defaults.sort_by_key(|p| p.name.clone());
     if defaults.is_empty() {
         return Err(Denial::NoDefaultPool {
             why: "no IPPool has default: true".into(),
@@ -327,26 +327,25 @@ pub fn choose(
     // Decide by the known nodes when some node fits some admitted pool; otherwise (no node
     // yet, or nodes an autoscaler will add) by labels alone rather than deny.
     let mut nodes = usage.nodes();
-    if !defaults
-        .iter()
-        .any(|p| namespace_may_use(p, ns_labels) && nodes_compatible(p, pod, &nodes))
-    {
+    if !defaults.iter().any(|p| {
+        namespace_may_use(&p.object, ns_labels) && nodes_compatible(&p.object, pod, &nodes)
+    }) {
         nodes.clear();
     }
     for p in defaults {
-        if !namespace_may_use(p, ns_labels) {
-            skipped.push(format!("{} (namespace not admitted)", p.name_any()));
+        if !namespace_may_use(&p.object, ns_labels) {
+            skipped.push(format!("{} (namespace not admitted)", p.name));
             continue;
         }
-        if !nodes_compatible(p, pod, &nodes) {
+        if !nodes_compatible(&p.object, pod, &nodes) {
             skipped.push(format!(
                 "{} (its nodeSelector conflicts with the pod's node constraints)",
-                p.name_any()
+                p.name
             ));
             continue;
         }
-        let Ok(u) = p.spec.usable() else {
-            skipped.push(format!("{} (invalid spec)", p.name_any()));
+        let Ok(u) = p.usable.clone() else {
+            skipped.push(format!("{} (invalid spec)", p.name));
             continue;
         };
         let rank = |name: &str, u: &UsablePool| {
@@ -357,7 +356,7 @@ pub fn choose(
         };
         // `defaults` is sorted by name, so on equal rank the first name stays.
         match chosen.iter().position(|c| c.usable.family() == u.family()) {
-            Some(i) if rank(&p.name_any(), &u) <= rank(&chosen[i].name(), &chosen[i].usable) => {}
+            Some(i) if rank(&p.name, &u) <= rank(&chosen[i].name(), &chosen[i].usable) => {}
             Some(i) => {
                 chosen[i] = Chosen {
                     pool: p.clone(),
@@ -387,12 +386,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pool(name: &str, spec: serde_json::Value) -> Arc<IPPool> {
-        Arc::new(
-            serde_json::from_value(json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPPool",
-                "metadata": {"name": name}, "spec": spec}))
-            .unwrap(),
-        )
+    fn object(name: &str, spec: serde_json::Value) -> IPPool {
+        serde_json::from_value(json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPPool",
+            "metadata": {"name": name}, "spec": spec}))
+        .unwrap()
+    }
+
+    fn pool(name: &str, spec: serde_json::Value) -> Arc<Pool> {
+        Arc::new(Pool::parse(Arc::new(object(name, spec))))
     }
 
     fn pod(spec: serde_json::Value) -> Pod {
@@ -491,7 +492,7 @@ mod tests {
 
     #[test]
     fn with_known_nodes_a_pool_fits_only_where_a_node_admits_pod_and_pool() {
-        let zone_b = pool(
+        let zone_b = object(
             "b4",
             json!({"cidr": "10.2.0.0/24", "default": true,
             "nodeSelector": {"matchLabels": {"zone": "b"}}}),

@@ -3,7 +3,6 @@
 //! the ValidatingAdmissionPolicy pinip-claim-writers' job, inside kube-apiserver.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
@@ -95,9 +94,9 @@ async fn pod(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(),
                             deny(&p, e.to_string())
                         })?;
                 for ip in &req.0 {
-                    let allowed = state.index.pools.state().iter().any(|pool| {
-                        namespace_may_use(pool, &ns_labels)
-                            && pool.spec.usable().is_ok_and(|u| u.contains(ip))
+                    let allowed = state.index.ledger.pools().iter().any(|pool| {
+                        namespace_may_use(&pool.object, &ns_labels)
+                            && pool.usable.as_ref().is_ok_and(|u| u.contains(ip))
                     });
                     if !allowed {
                         return Err(deny(
@@ -141,7 +140,7 @@ async fn check_allocation(
             let network = state
                 .index
                 .pool(&ip.pool)
-                .map(|p| p.spec.network.clone())
+                .map(|p| p.network().to_string())
                 .unwrap_or_default();
             let expected = claim_name(&network, &ip.address.addr());
             if ip.claim != expected {
@@ -201,15 +200,7 @@ fn records(claim: &IPClaim, p: &Pod, ns: &str) -> bool {
 async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(), Verdict> {
     let name = req.name.clone();
     let deny = |why: String| Verdict::Deny(format!("pinip: IPPool {name}: {why}"));
-    let claims_of = |pool: &str| -> Vec<std::sync::Arc<IPClaim>> {
-        state
-            .index
-            .claims
-            .state()
-            .into_iter()
-            .filter(|c| c.spec.pool == pool)
-            .collect()
-    };
+    let claims_of = |pool: &str| state.index.ledger.claims_of(pool);
     if req.operation == Operation::Delete {
         let live = claims_of(&name);
         if !live.is_empty() {
@@ -225,16 +216,14 @@ async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<()
         return Ok(());
     };
     let usable = new.spec.usable().map_err(|e| deny(e.to_string()))?;
-    for other in state.index.pools.state() {
-        if other.name_any() == name || other.spec.network != new.spec.network {
+    for other in state.index.ledger.pools() {
+        if other.name == name {
             continue;
         }
-        if let Ok(o) = other.spec.usable()
-            && let Some(ip) = usable.overlap(&o)
-        {
+        if let Some(ip) = pinip_index::pool::overlap(&new.spec, &usable, &other) {
             return Err(deny(format!(
                 "overlaps pool {} (both hand out {ip}); give one of them a different network or disjoint ranges",
-                other.name_any()
+                other.name
             )));
         }
     }

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::annotations::{ALLOCATION, Allocation};
-use crate::{ClaimPhase, IPClaim};
+use crate::{ClaimPhase, IPClaim, PodRef};
 
 /// The holder a claim records.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,11 +27,23 @@ pub enum Record<'a> {
     Unknown,
 }
 
-impl IPClaim {
+/// What the holder rule reads of a claim: implemented by the API object and by the parsed
+/// [`crate::ClaimInfo`] the ledger keeps, so the rule is written once for both.
+pub trait ClaimHolder {
+    fn claim_name(&self) -> &str;
+    /// `spec.pod`, as recorded.
+    fn holder_pod(&self) -> Option<&PodRef>;
+    fn claim_phase(&self) -> ClaimPhase;
+    /// The namespace of every pod that may hold this claim (its owner's).
+    fn holder_namespace(&self) -> &str;
+    /// When the current reservation was made: the holder record's `reservedAt`, else the
+    /// status' (older claims), else the claim's creation.
+    fn reserved_since(&self) -> Option<Timestamp>;
+
     /// The holder this claim records. A recorded pod wins over the phase: the webhook hands
     /// a Released claim over by writing its new holder, and the binder sets the phase later.
-    pub fn record(&self) -> Record<'_> {
-        let pod = self.spec.pod.as_ref();
+    fn record(&self) -> Record<'_> {
+        let pod = self.holder_pod();
         if let Some(p) = pod.filter(|p| !p.name.is_empty()) {
             return Record::Pod {
                 name: &p.name,
@@ -43,20 +55,39 @@ impl IPClaim {
                 generate_name: &p.generate_name,
             };
         }
-        match self.phase() {
+        match self.claim_phase() {
             ClaimPhase::Released => Record::Free,
             _ => Record::Unknown,
         }
     }
 
-    /// The namespace of every pod that may hold this claim (its owner's).
-    pub fn holder_namespace(&self) -> &str {
+    /// Whether a reservation without a uid is old enough that its pod, if it had been
+    /// created, would exist by now (admission of that pod is over).
+    fn reservation_settled(&self, now: Timestamp, hold: Duration) -> bool {
+        self.reserved_since()
+            .and_then(|t| t.checked_add(hold).ok())
+            .is_none_or(|due| due <= now)
+    }
+}
+
+impl ClaimHolder for IPClaim {
+    fn claim_name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    fn holder_pod(&self) -> Option<&PodRef> {
+        self.spec.pod.as_ref()
+    }
+
+    fn claim_phase(&self) -> ClaimPhase {
+        self.phase()
+    }
+
+    fn holder_namespace(&self) -> &str {
         &self.spec.owner.namespace
     }
 
-    /// When the current reservation was made: the holder record's `reservedAt`, else the
-    /// status' (older claims), else the claim's creation.
-    pub fn reserved_since(&self) -> Option<Timestamp> {
+    fn reserved_since(&self) -> Option<Timestamp> {
         self.spec
             .pod
             .as_ref()
@@ -64,14 +95,6 @@ impl IPClaim {
             .or(self.status.as_ref().and_then(|s| s.reserved_at.as_ref()))
             .or(self.metadata.creation_timestamp.as_ref())
             .map(|t| t.0)
-    }
-
-    /// Whether a reservation without a uid is old enough that its pod, if it had been
-    /// created, would exist by now (admission of that pod is over).
-    pub fn reservation_settled(&self, now: Timestamp, hold: Duration) -> bool {
-        self.reserved_since()
-            .and_then(|t| t.checked_add(hold).ok())
-            .is_none_or(|due| due <= now)
     }
 }
 
@@ -137,7 +160,7 @@ pub enum Observed<'a> {
 }
 
 /// Whether `claim` is free to change hands (or be released), given what the API server said
-/// and whether its reservation is settled (see [`IPClaim::reservation_settled`]). Free means:
+/// and whether its reservation is settled (see [`ClaimHolder::reservation_settled`]). Free means:
 /// Released with no holder, or the recorded holder verifiably gone — not found, another pod of
 /// that name, Succeeded/Failed, or never created once admission is over — and no live pod's
 /// allocation naming the claim among those asked.
@@ -147,12 +170,12 @@ pub enum Observed<'a> {
 /// admission step refused it, and its controller retries): pod names are unique in a
 /// namespace, so at most one of the attempts can ever exist.
 pub fn check_free(
-    claim: &IPClaim,
+    claim: &impl ClaimHolder,
     observed: &Observed<'_>,
     settled: bool,
     for_pod: Option<&str>,
 ) -> Result<(), Held> {
-    let name = claim.metadata.name.as_deref().unwrap_or_default();
+    let name = claim.claim_name();
     let ns = claim.holder_namespace();
     let shown = |pod: &str| format!("{ns}/{pod}");
     match (claim.record(), observed) {

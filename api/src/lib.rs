@@ -5,6 +5,7 @@
 pub mod addrset;
 pub mod annotations;
 pub mod claim;
+pub mod claim_info;
 pub mod claim_name;
 pub mod crd;
 pub mod duration;
@@ -18,5 +19,6 @@ pub mod workload;
 
 pub use addrset::{AddrSet, Family};
 pub use claim::{ClaimPhase, IPClaim, IPClaimSpec, IPClaimStatus, Owner, PodRef};
+pub use claim_info::ClaimInfo;
 pub use claim_name::{claim_name, parse_claim_name};
 pub use pool::{IPPool, IPPoolSpec, IPPoolStatus, PoolError, UsablePool};

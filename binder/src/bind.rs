@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -26,11 +27,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use pinip_api::annotations::{ALLOCATION, Allocation, Retain};
 use pinip_api::owner::{self, Controllers};
-use pinip_api::{ClaimPhase, IPClaim, Owner, PodRef};
+use pinip_api::{ClaimInfo, ClaimPhase, Owner};
 
-use crate::workload::{Presence, WORKLOAD_ANNOTATION, WorkloadRef};
-
-use pinip_api::claim::RETAIN_LABEL;
+use crate::workload::{Presence, WorkloadRef};
 
 /// The knobs of the decisions (from flags).
 #[derive(Clone, Debug)]
@@ -129,93 +128,16 @@ impl PodInfo {
     }
 }
 
-/// What the binder needs of a claim.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClaimInfo {
-    pub name: String,
-    pub uid: String,
-    pub resource_version: String,
-    pub address: IpNet,
-    pub pool: String,
-    pub owner: Owner,
-    pub pod: Option<PodRef>,
-    pub node: Option<String>,
-    pub phase: ClaimPhase,
-    pub retain: Retain,
-    /// When it was last handed to a pod (`spec.pod.reservedAt`), else created.
-    pub since: Option<Timestamp>,
-    pub workload: Option<WorkloadRef>,
-    pub deleting: bool,
-    pub created: Option<Timestamp>,
-    /// When the binder last released it (`status.releasedAt`).
-    pub released_at: Option<Timestamp>,
-}
-
-impl ClaimInfo {
-    /// Reads a claim; `Err` (with the reason) for one with garbage fields.
-    pub fn read(c: &IPClaim) -> Result<ClaimInfo, String> {
-        let name = c.metadata.name.clone().ok_or("claim without a name")?;
-        let address: IpNet =
-            c.spec.address.parse().map_err(|_| {
-                format!("spec.address {:?} is not an address/prefix", c.spec.address)
-            })?;
-        let retain = match c.labels().get(RETAIN_LABEL) {
-            Some(v) => v.parse::<Retain>().map_err(|e| format!("label {e}"))?,
-            None => owner::default_retain(&c.spec.owner),
-        };
-        let workload = c
-            .annotations()
-            .get(WORKLOAD_ANNOTATION)
-            .and_then(|v| WorkloadRef::parse(&c.spec.owner.namespace, v).ok());
-        let since = c.reserved_since();
-        Ok(ClaimInfo {
-            name,
-            uid: c.metadata.uid.clone().unwrap_or_default(),
-            resource_version: c.metadata.resource_version.clone().unwrap_or_default(),
-            address,
-            pool: c.spec.pool.clone(),
-            owner: c.spec.owner.clone(),
-            pod: c
-                .spec
-                .pod
-                .clone()
-                .filter(|p| !p.name.is_empty() || !p.generate_name.is_empty()),
-            node: c.spec.node.clone().filter(|n| !n.is_empty()),
-            phase: c.phase(),
-            retain,
-            since,
-            workload,
-            deleting: c.metadata.deletion_timestamp.is_some(),
-            created: c.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            released_at: c
-                .status
-                .as_ref()
-                .and_then(|s| s.released_at.as_ref())
-                .map(|t| t.0),
+/// The pod a claim was last bound to, if it recorded one.
+fn bound_pod(c: &ClaimInfo) -> Option<PodKey> {
+    c.pod
+        .as_ref()
+        .filter(|p| !p.uid.is_empty() && !p.name.is_empty())
+        .map(|p| PodKey {
+            namespace: c.owner.namespace.clone(),
+            name: p.name.clone(),
+            uid: p.uid.clone(),
         })
-    }
-
-    /// The holder this claim records, for messages.
-    pub fn holder_shown(&self) -> String {
-        let ns = &self.owner.namespace;
-        match &self.pod {
-            Some(p) if !p.name.is_empty() => format!("pod {ns}/{}", p.name),
-            Some(p) => format!("a pod {ns}/{}* being created", p.generate_name),
-            None => "no pod".into(),
-        }
-    }
-
-    /// The pod this claim was last bound to, if it recorded one.
-    fn bound_pod(&self) -> Option<PodKey> {
-        self.pod
-            .as_ref()
-            .filter(|p| !p.uid.is_empty() && !p.name.is_empty())
-            .map(|p| PodKey {
-                namespace: self.owner.namespace.clone(),
-                name: p.name.clone(),
-                uid: p.uid.clone(),
-            })
-    }
 }
 
 /// Answers whether workloads exist.
@@ -441,9 +363,12 @@ impl Plan {
 
 /// The snapshot the decisions read.
 pub struct World<'a, W: Workloads> {
-    pub claims: &'a [ClaimInfo],
+    pub claims: &'a [Arc<ClaimInfo>],
     /// Names of claims that exist but could not be read (they are not "missing").
     pub unreadable: &'a HashSet<String>,
+    /// Whether a claim outside `claims` exists: a reconcile of what changed holds only some
+    /// claims, and a pod naming another one does not make that one missing.
+    pub exists: &'a dyn Fn(&str) -> bool,
     pub pods: &'a [PodInfo],
     pub workloads: &'a W,
     /// Claims whose last write by this binder its watch has not shown yet: not decided again.
@@ -526,7 +451,7 @@ pub fn plan<W: Workloads>(world: &World<'_, W>, policy: &Policy) -> Plan {
         .collect();
     for p in &live {
         for ip in &p.ips {
-            if known.contains(ip.claim.as_str()) {
+            if known.contains(ip.claim.as_str()) || (world.exists)(&ip.claim) {
                 continue;
             }
             // The webhook may have created the claim moments ago: only a settled pod counts.
@@ -662,7 +587,7 @@ fn unheld<W: Workloads>(
         why,
     };
     let retained = c.retain != Retain::None;
-    if let Some(gone) = c.bound_pod() {
+    if let Some(gone) = bound_pod(c) {
         let why = Why::PodGone(gone);
         if !retained {
             return Some(delete(why));
@@ -787,7 +712,9 @@ fn retained_end<W: Workloads>(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use pinip_api::claim::{RETAIN_LABEL, WORKLOAD_ANNOTATION};
     use pinip_api::owner::Looked;
+    use pinip_api::{IPClaim, PodRef};
     use serde_json::{Value, json};
     use std::collections::BTreeMap;
 
@@ -929,10 +856,12 @@ mod tests {
     }
 
     fn run(claims: &[ClaimInfo], pods: &[PodInfo], known: &Known, now: &str, p: &Policy) -> Plan {
+        let claims: Vec<Arc<ClaimInfo>> = claims.iter().cloned().map(Arc::new).collect();
         plan(
             &World {
-                claims,
+                claims: &claims,
                 unreadable: &HashSet::new(),
+                exists: &|_| false,
                 pods,
                 workloads: known,
                 in_flight: &HashSet::new(),
@@ -1596,8 +1525,9 @@ mod tests {
         let in_flight: HashSet<String> = ["10-0-0-19".to_string()].into();
         let plan = plan(
             &World {
-                claims: &[c],
+                claims: &[Arc::new(c)],
                 unreadable: &HashSet::new(),
+                exists: &|_| false,
                 pods: &[p],
                 workloads: &Known::default(),
                 in_flight: &in_flight,
@@ -1606,6 +1536,40 @@ mod tests {
             &policy(),
         );
         assert_eq!(plan, Plan::default());
+    }
+
+    /// A reconcile of what changed holds some claims only: a pod naming one outside them is
+    /// not missing it; a claim that exists nowhere is.
+    #[test]
+    fn a_claim_outside_the_scope_is_not_missing() {
+        let p = pod(
+            "a",
+            "u1",
+            "",
+            None,
+            &[("10-0-0-20", "10.0.0.20/24"), ("10-0-0-21", "10.0.0.21/24")],
+        );
+        let decide = |exists: &dyn Fn(&str) -> bool| {
+            plan(
+                &World {
+                    claims: &[],
+                    unreadable: &HashSet::new(),
+                    exists,
+                    pods: std::slice::from_ref(&p),
+                    workloads: &Known::default(),
+                    in_flight: &HashSet::new(),
+                    now: ts(T1),
+                },
+                &policy(),
+            )
+        };
+        let missing: Vec<String> = decide(&|n| n == "10-0-0-20")
+            .conflicts
+            .into_iter()
+            .map(|c| c.claim)
+            .collect();
+        assert_eq!(missing, ["10-0-0-21"]);
+        assert_eq!(decide(&|_| true).conflicts, []);
     }
 
     #[test]
@@ -1685,10 +1649,12 @@ mod tests {
             #[test]
             fn invariants((claims, pods, secs) in world()) {
                 let now = after(ts(T0), Duration::from_secs(secs)).unwrap();
+                let claims: Vec<Arc<ClaimInfo>> = claims.into_iter().map(Arc::new).collect();
                 let plan = plan(
                     &World {
                         claims: &claims,
                         unreadable: &HashSet::new(),
+                        exists: &|_| false,
                         pods: &pods,
                         workloads: &Known::default(),
                         in_flight: &HashSet::new(),

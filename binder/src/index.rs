@@ -2,10 +2,12 @@
 //! ledger of pools and claims and the workloads (StatefulSets, ReplicaSets, Deployments), both
 //! shared with the webhook (`pinip-index`), and pods stripped to what the binder needs. The
 //! watches run on every replica, leader or not, so a standby that takes over decides from
-//! warm caches at once. Every event pokes [`Index::changed`].
+//! warm caches at once. Every event pokes [`Index::changed`] and files what it touched in
+//! [`Index::changes`].
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
@@ -13,11 +15,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use pinip_api::Owner;
 use pinip_index::Ledger;
-use pinip_index::ledger::Hooks;
+use pinip_index::ledger::{ClaimEvent, Hooks};
 use pinip_index::watch::drain;
 use tokio::sync::{Notify, watch};
 
 use crate::bind::Workloads;
+use crate::scope::{Changes, PodsByClaim};
 use crate::workload::{Lookups, Presence, WorkloadRef};
 
 #[derive(Clone)]
@@ -25,9 +28,13 @@ pub struct Index {
     /// Pools and claims (shared with the webhook, `pinip-index`).
     pub ledger: Ledger,
     pub pods: Store<Pod>,
+    /// Which pods name each claim.
+    pub pods_by_claim: PodsByClaim,
     pub workloads: pinip_index::Workloads,
     /// Notified on every watch event.
     pub changed: Arc<Notify>,
+    /// What the events touched, for the next reconcile.
+    pub changes: Changes,
     /// True once every watch has listed.
     ready: watch::Receiver<bool>,
 }
@@ -37,30 +44,58 @@ impl Index {
     pub fn start(client: &Client) -> Index {
         let (pods, pods_w) = reflector::store();
         let changed = Arc::new(Notify::new());
+        let changes = Changes::default();
+        let pods_by_claim = PodsByClaim::default();
         let cfg = watcher::Config::default();
         let c = client.clone();
-        tokio::spawn(drain(
-            "pods",
-            Some(changed.clone()),
+        let pod_events = {
+            let (by_claim, changes, store) = (pods_by_claim.clone(), changes.clone(), pods.clone());
             reflector::reflector(
                 pods_w,
                 watcher(Api::<Pod>::all(c.clone()), cfg.clone())
                     .modify(strip_pod)
                     .default_backoff(),
-            ),
-        ));
+            )
+            .inspect(move |ev| {
+                if let Ok(ev) = ev {
+                    by_claim.event(ev, &changes, || store.state());
+                }
+            })
+        };
+        tokio::spawn(drain("pods", Some(changed.clone()), pod_events));
+        // A workload change may decide any of its claims: a full pass.
+        let workloads_changed = Arc::new(Notify::new());
+        tokio::spawn({
+            let (wc, changes, changed) =
+                (workloads_changed.clone(), changes.clone(), changed.clone());
+            async move {
+                loop {
+                    wc.notified().await;
+                    changes.everything();
+                    changed.notify_one();
+                }
+            }
+        });
+        let on_claim = {
+            let changes = changes.clone();
+            move |ev: ClaimEvent<'_>| match ev {
+                ClaimEvent::Applied(name) | ClaimEvent::Deleted(name) => changes.claim(name),
+            }
+        };
         let (ready_tx, ready) = watch::channel(false);
         let index = Index {
             ledger: Ledger::start(
                 client,
                 Hooks {
                     changed: Some(changed.clone()),
-                    on_claim: None,
+                    on_claim: Some(Arc::new(on_claim)),
                 },
             ),
             pods,
-            workloads: pinip_index::Workloads::start(client, Some(changed.clone())),
+            pods_by_claim,
+            workloads: pinip_index::Workloads::start(client, Some(workloads_changed)),
             changed,
+            changes,
             ready,
         };
         // `Store::wait_until_ready` wakes only one of several concurrent waiters (it is backed

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod pool_status;
 pub mod reconcile;
+pub mod scope;
 pub mod server;
 pub mod workload;
 

@@ -35,6 +35,18 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    /// `changed` or `all`.
+    pub scope: &'static str,
+}
+
+fn reconcile_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: &'static str,
 }
@@ -45,7 +57,7 @@ pub struct Metrics {
     pub reconciles: Family<ResultLabels, Counter>,
     /// Failed API calls, by kind of error.
     pub errors: Family<ErrorLabels, Counter>,
-    pub reconcile_seconds: Histogram,
+    pub reconcile_seconds: Family<ScopeLabels, Histogram, fn() -> Histogram>,
     /// Claim writes that succeeded, by action and reason.
     pub writes: Family<WriteLabels, Counter>,
     /// Reservations no pod took within the grace period, reclaimed.
@@ -65,7 +77,7 @@ impl Default for Metrics {
         let reconciles = Family::<ResultLabels, Counter>::default();
         registry.register(
             "reconciles",
-            "Reconcile passes over all claims, pods and pools, by result",
+            "Reconciles (of what changed, or of everything), by result",
             reconciles.clone(),
         );
         let errors = Family::<ErrorLabels, Counter>::default();
@@ -74,12 +86,12 @@ impl Default for Metrics {
             "Failed API calls during reconciles, by error",
             errors.clone(),
         );
-        let reconcile_seconds = Histogram::new([
-            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]);
+        let reconcile_seconds = Family::<ScopeLabels, Histogram>::new_with_constructor(
+            reconcile_histogram as fn() -> Histogram,
+        );
         registry.register(
             "reconcile_seconds",
-            "Time of one reconcile pass, API writes included",
+            "Time of one reconcile, API writes included, by scope (changed: what watch events touched; all: every claim)",
             reconcile_seconds.clone(),
         );
         let writes = Family::<WriteLabels, Counter>::default();
@@ -146,7 +158,7 @@ impl Metrics {
         let mut by_phase: BTreeMap<&'static str, i64> =
             [("Reserved", 0), ("Bound", 0), ("Released", 0)].into();
         for c in index.ledger.claims() {
-            let phase = match c.phase() {
+            let phase = match c.phase {
                 pinip_api::ClaimPhase::Reserved => "Reserved",
                 pinip_api::ClaimPhase::Bound => "Bound",
                 pinip_api::ClaimPhase::Released => "Released",

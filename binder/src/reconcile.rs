@@ -9,21 +9,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
-use pinip_api::{ClaimPhase, IPClaim, IPPool, IPPoolStatus};
+use pinip_api::annotations::Retain;
+use pinip_api::{ClaimInfo, ClaimPhase, IPClaim, IPPool, IPPoolStatus};
 use pinip_index::confirm_free;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::bind::{
-    self, Action, Bind, ClaimInfo, Conflict, PodInfo, PodKey, Policy, Reason, Why, World,
-};
+use crate::bind::{self, Action, Bind, Conflict, PodInfo, PodKey, Policy, Reason, Why, World};
 use crate::error::Error;
 use crate::events::Events;
 use crate::index::Index;
-use crate::metrics::{Metrics, ReasonLabels, ResultLabels, WriteLabels};
+use crate::metrics::{Metrics, ReasonLabels, ResultLabels, ScopeLabels, WriteLabels};
 use crate::pool_status;
 use crate::workload::{Lookups, WORKLOAD_ANNOTATION};
 
@@ -99,13 +100,15 @@ impl InFlight {
     }
 
     /// Forgets claims the watch has caught up on (or that expired) and returns the rest.
-    /// `current`: each claim's resourceVersion in the watch cache.
-    fn still_pending(&mut self, current: &HashMap<&str, &str>, now: Instant) -> HashSet<String> {
+    /// `current`: a claim's resourceVersion in the watch cache.
+    fn still_pending(
+        &mut self,
+        current: impl Fn(&str) -> Option<String>,
+        now: Instant,
+    ) -> HashSet<String> {
         self.0.retain(|name, (stale, at)| {
             now.duration_since(*at) < IN_FLIGHT_TTL
-                && current
-                    .get(name.as_str())
-                    .is_some_and(|rv| stale.iter().any(|s| s == rv))
+                && current(name).is_some_and(|rv| stale.contains(&rv))
         });
         self.0.keys().cloned().collect()
     }
@@ -140,43 +143,45 @@ impl Reconciler {
         }
     }
 
+    /// Reconciles what the watches report changed, and everything when a workload changed,
+    /// a watch relisted, a grace period or backoff ends (the earliest time any decision falls
+    /// due), and at least every resync interval.
     async fn lead(&mut self) {
+        // Events from before this term are covered by the first, full pass.
+        self.ctx.index.changes.take();
+        let mut next_full = Instant::now();
         loop {
-            let wake = self.pass().await.min(self.ctx.resync);
+            let changed = self.ctx.index.changes.take();
+            let full = changed.everything || Instant::now() >= next_full;
+            let scope = (!full).then_some(changed.claims);
+            let wake = self.pass(scope).await.min(self.ctx.resync);
+            let due = Instant::now() + wake;
+            next_full = if full { due } else { next_full.min(due) };
             tokio::select! {
                 _ = self.ctx.index.changed.notified() => {
                     tokio::time::sleep(self.ctx.debounce).await;
                 }
-                _ = tokio::time::sleep(wake) => {}
+                _ = tokio::time::sleep_until(next_full.into()) => {}
             }
         }
     }
 
-    /// One pass over everything; returns when the next one is due without any change.
-    pub async fn pass(&mut self) -> Duration {
+    /// One reconcile: of the claims in `scope` (with the pods that name them and, for a
+    /// member of an `app` set, the rest of its set), or of everything (`None`). Returns when
+    /// the next decision among them falls due without any change.
+    pub async fn pass(&mut self, scope: Option<HashSet<String>>) -> Duration {
         let started = Instant::now();
         let now =
             Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
         let ctx = self.ctx.clone();
-        let raw_claims = ctx.index.ledger.claims();
-        let raw_pods = ctx.index.pods.state();
-
-        let mut claims = Vec::with_capacity(raw_claims.len());
-        let mut unreadable = HashSet::new();
+        let ledger = &ctx.index.ledger;
+        // The ledger has read every claim already (and logged the unreadable ones).
+        let unreadable = ledger.unreadable();
+        let (claims, raw_pods) = match &scope {
+            None => (ledger.claims(), ctx.index.pods.state()),
+            Some(names) => scoped(&ctx.index, names),
+        };
         let mut seen = HashSet::new();
-        for c in &raw_claims {
-            let key = (c.name_any(), c.resource_version().unwrap_or_default());
-            match ClaimInfo::read(c) {
-                Ok(ci) => claims.push(ci),
-                Err(why) => {
-                    if !self.logged.contains(&key) {
-                        tracing::warn!(claim = %key.0, reason = %why, "skipping unreadable IPClaim");
-                    }
-                    unreadable.insert(key.0.clone());
-                    seen.insert(key);
-                }
-            }
-        }
         let mut pods = Vec::new();
         for p in &raw_pods {
             match PodInfo::read(p, &ctx.index.workloads) {
@@ -194,18 +199,23 @@ impl Reconciler {
                 }
             }
         }
-        self.logged = seen;
+        // Forget what was logged only after a pass that looked at every pod.
+        if scope.is_none() {
+            self.logged = seen;
+        } else {
+            self.logged.extend(seen);
+        }
 
-        let current: HashMap<&str, &str> = claims
-            .iter()
-            .map(|c| (c.name.as_str(), c.resource_version.as_str()))
-            .collect();
-        let in_flight = self.in_flight.still_pending(&current, Instant::now());
+        let in_flight = self.in_flight.still_pending(
+            |name| ledger.claim(name).map(|c| c.resource_version.clone()),
+            Instant::now(),
+        );
         let workloads = ctx.index.workloads(&ctx.lookups);
         let plan = bind::plan(
             &World {
                 claims: &claims,
                 unreadable: &unreadable,
+                exists: &|name| ledger.claim(name).is_some(),
                 pods: &pods,
                 workloads: &workloads,
                 in_flight: &in_flight,
@@ -215,7 +225,16 @@ impl Reconciler {
         );
 
         let mut errors = 0u32;
-        self.report_conflicts(&plan.conflicts).await;
+        // A reconcile of some claims says nothing about the conflicts of the others.
+        let in_scope = scope.as_ref().map(|names| {
+            names
+                .iter()
+                .cloned()
+                .chain(claims.iter().map(|c| c.name.clone()))
+                .collect::<HashSet<String>>()
+        });
+        self.report_conflicts(&plan.conflicts, in_scope.as_ref())
+            .await;
 
         let looked_up = futures::stream::iter(plan.lookups.clone())
             .map(|r| look_up(ctx.clone(), r))
@@ -253,8 +272,10 @@ impl Reconciler {
             .reconciles
             .get_or_create(&ResultLabels { result })
             .inc();
+        let scope_label = if scope.is_some() { "changed" } else { "all" };
         ctx.metrics
             .reconcile_seconds
+            .get_or_create(&ScopeLabels { scope: scope_label })
             .observe(started.elapsed().as_secs_f64());
         let mut wake = plan.wake_in.unwrap_or(ctx.resync);
         if let Some(expiry) = self.in_flight.next_expiry(Instant::now()) {
@@ -273,9 +294,16 @@ impl Reconciler {
         wake
     }
 
-    async fn report_conflicts(&mut self, conflicts: &[Conflict]) {
+    /// Reports conflicts not reported yet; forgets reported ones that are gone among the
+    /// claims decided (`in_scope`, `None`: all).
+    async fn report_conflicts(
+        &mut self,
+        conflicts: &[Conflict],
+        in_scope: Option<&HashSet<String>>,
+    ) {
         let current: HashSet<&Conflict> = conflicts.iter().collect();
-        self.reported.retain(|c| current.contains(c));
+        self.reported
+            .retain(|c| current.contains(c) || in_scope.is_some_and(|s| !s.contains(&c.claim)));
         for c in conflicts {
             if self.reported.contains(c) {
                 continue;
@@ -378,6 +406,31 @@ fn claim_err(claim: &str) -> impl Fn(kube::Error) -> Error + '_ {
     }
 }
 
+/// The claims named in `names` that exist, with the rest of the set of each `app` member
+/// among them, and the pods that name any of them (or a named claim that does not exist).
+fn scoped(index: &Index, names: &HashSet<String>) -> (Vec<Arc<ClaimInfo>>, Vec<Arc<Pod>>) {
+    let ledger = &index.ledger;
+    let mut claims: HashMap<String, Arc<ClaimInfo>> = HashMap::new();
+    for n in names {
+        let Some(c) = ledger.claim(n) else { continue };
+        if c.retain == Retain::App {
+            for m in ledger.members(&c.owner, &c.pool) {
+                claims.insert(m.name.clone(), m);
+            }
+        }
+        claims.insert(n.clone(), c);
+    }
+    let mut pods: HashMap<ObjectRef<Pod>, Arc<Pod>> = HashMap::new();
+    for n in names.iter().chain(claims.keys()) {
+        for r in index.pods_by_claim.naming(n) {
+            if let Some(p) = index.pods.get(&r) {
+                pods.insert(r, p);
+            }
+        }
+    }
+    (claims.into_values().collect(), pods.into_values().collect())
+}
+
 /// Carries out one decision.
 async fn execute(ctx: &Context, action: Action) -> Result<Done, Error> {
     let api: Api<IPClaim> = Api::all(ctx.client.clone());
@@ -391,7 +444,7 @@ async fn execute(ctx: &Context, action: Action) -> Result<Done, Error> {
         };
         let free = confirm_free(
             &ctx.client,
-            &claim,
+            claim.as_ref(),
             Timestamp::now(),
             ctx.policy.reclaim_grace,
             None,
@@ -567,19 +620,19 @@ mod tests {
         let mut f = InFlight::default();
         // Spec written (rv 2), then status (rv 3): 1 and 2 are stale, 3 is current.
         f.record("c".into(), vec!["1".into(), "2".into()], t0);
-        let seen = |rv: &'static str| HashMap::from([("c", rv)]);
-        assert!(f.still_pending(&seen("1"), t0).contains("c"));
-        assert!(f.still_pending(&seen("2"), t0).contains("c"));
+        let seen = |rv: &'static str| move |name: &str| (name == "c").then(|| rv.to_string());
+        assert!(f.still_pending(seen("1"), t0).contains("c"));
+        assert!(f.still_pending(seen("2"), t0).contains("c"));
         assert_eq!(f.next_expiry(t0), Some(IN_FLIGHT_TTL));
         assert!(
-            f.still_pending(&seen("3"), t0).is_empty(),
+            f.still_pending(seen("3"), t0).is_empty(),
             "our last write is current"
         );
         assert_eq!(f.next_expiry(t0), None);
         // Expiry, and a claim that is gone from the watch.
         f.record("c".into(), vec!["1".into()], t0);
-        assert!(f.still_pending(&seen("1"), t0 + IN_FLIGHT_TTL).is_empty());
+        assert!(f.still_pending(seen("1"), t0 + IN_FLIGHT_TTL).is_empty());
         f.record("c".into(), vec!["1".into()], t0);
-        assert!(f.still_pending(&HashMap::new(), t0).is_empty());
+        assert!(f.still_pending(|_| None, t0).is_empty());
     }
 }

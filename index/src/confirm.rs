@@ -11,8 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ListParams};
-use pinip_api::IPClaim;
-use pinip_api::holder::{Held, Observed, Record, check_free};
+use pinip_api::holder::{ClaimHolder, Held, Observed, Record, check_free};
 
 /// `Ok(Ok(()))` when `claim` is free, `Ok(Err(held))` when it is not, `Err` when the API
 /// server could not be asked (never free then). `hold`: how long a reservation without a uid
@@ -20,7 +19,7 @@ use pinip_api::holder::{Held, Observed, Record, check_free};
 /// claim would go to, if any (see [`check_free`]).
 pub async fn confirm_free(
     client: &Client,
-    claim: &IPClaim,
+    claim: &impl ClaimHolder,
     now: Timestamp,
     hold: Duration,
     for_pod: Option<&str>,

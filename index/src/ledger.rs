@@ -4,10 +4,11 @@
 //! Everything a decision asks is answered without a pass over the claims: claims by name,
 //! the number per pool, the members of each workload's retained set, the reservations per
 //! namespace that no pod has taken yet, and each pool's free addresses ([`FreeSet`]). Pools
-//! are parsed once, when their spec changes. Claims are kept without `managedFields` and with
-//! only pinip's annotations, so 50 000 of them stay small.
+//! are parsed once, when their spec changes; claims once, when they change, into
+//! [`ClaimInfo`] (typed, and about a third of the API object's size). A claim that cannot be
+//! read is kept by name only: it still exists, so it is never "missing", and it is logged once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
@@ -15,8 +16,8 @@ use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use pinip_api::holder::Record;
-use pinip_api::{IPClaim, IPPool, Owner, claim_name};
+use pinip_api::holder::{ClaimHolder, Record};
+use pinip_api::{ClaimInfo, IPClaim, IPPool, Owner, claim_name};
 use tokio::sync::{Notify, watch};
 
 use crate::free::FreeSet;
@@ -164,25 +165,30 @@ impl Ledger {
         self.read().pools.get(name).cloned()
     }
 
-    pub fn claim(&self, name: &str) -> Option<Arc<IPClaim>> {
+    pub fn claim(&self, name: &str) -> Option<Arc<ClaimInfo>> {
         self.read().claims.get(name).cloned()
     }
 
-    /// Every claim (a snapshot).
-    pub fn claims(&self) -> Vec<Arc<IPClaim>> {
+    /// Every readable claim (a snapshot).
+    pub fn claims(&self) -> Vec<Arc<ClaimInfo>> {
         self.read().claims.values().cloned().collect()
     }
 
+    /// Names of the claims that exist but cannot be read.
+    pub fn unreadable(&self) -> HashSet<String> {
+        self.read().unreadable.keys().cloned().collect()
+    }
+
     /// The claims of `pool` (a pass over all claims: for pool changes, not pod decisions).
-    pub fn claims_of(&self, pool: &str) -> Vec<Arc<IPClaim>> {
-        let mut v: Vec<Arc<IPClaim>> = self
+    pub fn claims_of(&self, pool: &str) -> Vec<Arc<ClaimInfo>> {
+        let mut v: Vec<Arc<ClaimInfo>> = self
             .read()
             .claims
             .values()
-            .filter(|c| c.spec.pool == pool)
+            .filter(|c| c.pool == pool)
             .cloned()
             .collect();
-        v.sort_by_key(|c| c.name_any());
+        v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
 
@@ -197,18 +203,18 @@ impl Ledger {
     }
 
     /// The claims `owner` (a workload, or a StatefulSet ordinal) keeps in `pool`, by name.
-    pub fn members(&self, owner: &Owner, pool: &str) -> Vec<Arc<IPClaim>> {
+    pub fn members(&self, owner: &Owner, pool: &str) -> Vec<Arc<ClaimInfo>> {
         let book = self.read();
-        let mut v: Vec<Arc<IPClaim>> = book
+        let mut v: Vec<Arc<ClaimInfo>> = book
             .by_owner
             .get(owner)
             .into_iter()
             .flatten()
             .filter_map(|n| book.claims.get(n))
-            .filter(|c| c.spec.pool == pool)
+            .filter(|c| c.pool == pool)
             .cloned()
             .collect();
-        v.sort_by_key(|c| c.name_any());
+        v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
 
@@ -220,7 +226,7 @@ impl Ledger {
             .into_iter()
             .flatten()
             .filter_map(|n| book.claims.get(n))
-            .any(|c| c.spec.pool == pool)
+            .any(|c| c.pool == pool)
     }
 
     /// Claims reserved for pods of `ns` that no pod has taken yet (no pod uid recorded).
@@ -255,20 +261,14 @@ impl Ledger {
     }
 }
 
-/// Keeps only what decisions read of a claim.
-fn strip_claim(c: &mut IPClaim) {
-    c.metadata.managed_fields = None;
-    if let Some(a) = c.metadata.annotations.as_mut() {
-        a.retain(|k, _| k.starts_with("pinip.io/"));
-    }
-}
-
 /// The ledger's books. Every derived index is updated with the claim map, in one place.
 #[derive(Default)]
 struct Book {
     pools: BTreeMap<String, Arc<Pool>>,
     free: HashMap<String, FreeSet>,
-    claims: HashMap<String, Arc<IPClaim>>,
+    claims: HashMap<String, Arc<ClaimInfo>>,
+    /// Claims that cannot be read, with why.
+    unreadable: HashMap<String, String>,
     per_pool: HashMap<String, usize>,
     /// Claim names by owner, for owners that are not bare pods (only those keep sets).
     by_owner: HashMap<Owner, Vec<String>>,
@@ -276,11 +276,30 @@ struct Book {
     unbound: HashMap<String, usize>,
     /// While a watch relists: what it has delivered so far.
     pools_relist: Option<Vec<IPPool>>,
-    claims_relist: Option<Vec<IPClaim>>,
+    claims_relist: Option<Claims>,
+}
+
+/// Readable claims and unreadable ones (with why), by name.
+type Claims = (HashMap<String, Arc<ClaimInfo>>, HashMap<String, String>);
+
+/// Reads a claim into `into`; an unreadable one is logged when first seen that way.
+fn file(c: &IPClaim, into: &mut Claims, before: &HashMap<String, String>) {
+    let name = c.name_any();
+    match ClaimInfo::read(c) {
+        Ok(info) => {
+            into.0.insert(name, Arc::new(info));
+        }
+        Err(why) => {
+            if before.get(&name) != Some(&why) {
+                tracing::warn!(claim = %name, reason = %why, "IPClaim cannot be read; it is left alone");
+            }
+            into.1.insert(name, why);
+        }
+    }
 }
 
 /// Whether a claim is reserved for a pod that has not been bound (no uid yet).
-fn unbound(c: &IPClaim) -> bool {
+fn unbound(c: &ClaimInfo) -> bool {
     matches!(
         c.record(),
         Record::Pod { uid: None, .. } | Record::Prefix { .. }
@@ -344,74 +363,74 @@ impl Book {
         };
         let mut free = FreeSet::new(&u.usable);
         for c in self.claims.values() {
-            if let Some(ip) = c.ip()
-                && u.contains(&ip)
-                && claim_name(pool.network(), &ip) == c.name_any()
-            {
+            let ip = c.ip();
+            if u.contains(&ip) && claim_name(pool.network(), &ip) == c.name {
                 free.take(&ip);
             }
         }
         self.free.insert(pool.name.clone(), free);
     }
 
-    fn claim_event(&mut self, mut ev: watcher::Event<IPClaim>) {
-        if let watcher::Event::Apply(c) | watcher::Event::InitApply(c) = &mut ev {
-            strip_claim(c);
-        }
+    fn claim_event(&mut self, ev: watcher::Event<IPClaim>) {
         match ev {
-            watcher::Event::Apply(c) => {
-                if let Some(l) = self.claims_relist.as_mut() {
-                    l.push(c);
-                } else {
-                    self.apply_claim(c);
-                }
+            watcher::Event::Apply(c) => match self.claims_relist.as_mut() {
+                Some(l) => file(&c, l, &self.unreadable),
+                None => self.apply_claim(&c),
+            },
+            watcher::Event::Delete(c) => self.remove_claim(&c.name_any()),
+            watcher::Event::Init => self.claims_relist = Some(Claims::default()),
+            watcher::Event::InitApply(c) => {
+                let before = &self.unreadable;
+                file(&c, self.claims_relist.get_or_insert_default(), before);
             }
-            watcher::Event::Delete(c) => {
-                if let Some(old) = self.claims.remove(&c.name_any()) {
-                    self.account(&old, false);
-                }
-            }
-            watcher::Event::Init => self.claims_relist = Some(Vec::new()),
-            watcher::Event::InitApply(c) => self.claims_relist.get_or_insert_default().push(c),
             watcher::Event::InitDone => {
-                let listed = self.claims_relist.take().unwrap_or_default();
-                self.claims = listed
-                    .into_iter()
-                    .map(|c| (c.name_any(), Arc::new(c)))
-                    .collect();
+                let (claims, unreadable) = self.claims_relist.take().unwrap_or_default();
+                self.claims = claims;
+                self.unreadable = unreadable;
                 self.reaccount();
             }
         }
     }
 
-    fn apply_claim(&mut self, c: IPClaim) {
-        let c = Arc::new(c);
-        if let Some(old) = self.claims.insert(c.name_any(), c.clone()) {
+    fn remove_claim(&mut self, name: &str) {
+        self.unreadable.remove(name);
+        if let Some(old) = self.claims.remove(name) {
             self.account(&old, false);
         }
-        self.account(&c, true);
+    }
+
+    fn apply_claim(&mut self, c: &IPClaim) {
+        let name = c.name_any();
+        let mut filed = Claims::default();
+        file(c, &mut filed, &self.unreadable);
+        self.remove_claim(&name);
+        self.unreadable.extend(filed.1);
+        for (name, info) in filed.0 {
+            self.account(&info, true);
+            self.claims.insert(name, info);
+        }
     }
 
     /// Adds a claim to (or removes it from) every derived index.
-    fn account(&mut self, c: &IPClaim, add: bool) {
-        let name = c.name_any();
-        let count = self.per_pool.entry(c.spec.pool.clone()).or_default();
+    fn account(&mut self, c: &ClaimInfo, add: bool) {
+        let name = &c.name;
+        let count = self.per_pool.entry(c.pool.clone()).or_default();
         if add {
             *count += 1;
         } else {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                self.per_pool.remove(&c.spec.pool);
+                self.per_pool.remove(&c.pool);
             }
         }
-        if c.spec.owner.kind != "Pod" {
-            let names = self.by_owner.entry(c.spec.owner.clone()).or_default();
+        if c.owner.kind != "Pod" {
+            let names = self.by_owner.entry(c.owner.clone()).or_default();
             if add {
                 names.push(name.clone());
             } else {
-                names.retain(|n| *n != name);
+                names.retain(|n| n != name);
                 if names.is_empty() {
-                    self.by_owner.remove(&c.spec.owner);
+                    self.by_owner.remove(&c.owner);
                 }
             }
         }
@@ -427,11 +446,11 @@ impl Book {
                 }
             }
         }
-        let Some(ip) = c.ip() else { return };
+        let ip = c.ip();
         for pool in self.pools.values() {
             if let (Ok(u), Some(free)) = (&pool.usable, self.free.get_mut(&pool.name))
                 && u.contains(&ip)
-                && claim_name(pool.network(), &ip) == name
+                && claim_name(pool.network(), &ip) == *name
             {
                 if add {
                     free.take(&ip);
@@ -447,7 +466,7 @@ impl Book {
         self.per_pool.clear();
         self.by_owner.clear();
         self.unbound.clear();
-        let claims: Vec<Arc<IPClaim>> = self.claims.values().cloned().collect();
+        let claims: Vec<Arc<ClaimInfo>> = self.claims.values().cloned().collect();
         let pools: Vec<Arc<Pool>> = self.pools.values().cloned().collect();
         for p in &pools {
             if let Ok(u) = &p.usable {
@@ -539,12 +558,25 @@ mod tests {
         assert_eq!(b.per_pool["p"], 1);
         assert_eq!(b.free["p"].len(), 5);
         assert!(b.unbound.is_empty());
-        let kept = &b.claims["10-0-0-1"];
-        assert!(kept.metadata.managed_fields.is_none());
-        assert_eq!(
-            kept.annotations().keys().collect::<Vec<_>>(),
-            ["pinip.io/workload"]
-        );
+        // A claim that cannot be read is known by name, counted nowhere.
+        let mut bad = claim("10.0.0.3", "p", bare("y"), json!({}));
+        bad.spec.address = "garbage".into();
+        b.claim_event(watcher::Event::Apply(bad.clone()));
+        assert!(b.unreadable.contains_key("10-0-0-3"));
+        assert_eq!(b.per_pool["p"], 1);
+        // Fixed (address and pool are immutable in the API, but the ledger does not rely on
+        // it), then deleted.
+        b.claim_event(watcher::Event::Apply(claim(
+            "10.0.0.3",
+            "p",
+            bare("y"),
+            json!({}),
+        )));
+        assert!(b.unreadable.is_empty());
+        assert_eq!(b.per_pool["p"], 2);
+        b.claim_event(watcher::Event::Delete(bad));
+        assert_eq!(b.per_pool["p"], 1);
+        assert_eq!(b.free["p"].len(), 5);
     }
 
     #[test]
@@ -621,7 +653,7 @@ mod tests {
         assert_eq!(l.free("p"), Some(4));
         let owner: Owner = serde_json::from_value(sts(1)).unwrap();
         assert!(l.holds(&owner, "p") && !l.holds(&owner, "q"));
-        assert_eq!(l.members(&owner, "p")[0].name_any(), "10-0-0-4");
+        assert_eq!(l.members(&owner, "p")[0].name, "10-0-0-4");
         assert_eq!(
             l.free_candidates("p", &ip("10.0.0.4"), 3, 10, |_| false),
             [ip("10.0.0.5"), ip("10.0.0.6"), ip("10.0.0.2")]

@@ -620,7 +620,7 @@ async fn refused_pods_leave_nothing(stack: &Stack) -> Result<()> {
         .await?
         .items
         .into_iter()
-        .filter(|c| c.holder_namespace() == ns)
+        .filter(|c| c.spec.owner.namespace == ns)
         .map(|c| c.name_any())
         .collect();
     ensure!(

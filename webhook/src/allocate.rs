@@ -13,11 +13,11 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use pinip_api::annotations::Retain;
 use pinip_api::claim::RETAIN_LABEL;
-use pinip_api::holder::Record;
+use pinip_api::holder::{ClaimHolder, Record};
 use pinip_api::owner::holder;
 use pinip_api::set::SetBound;
 use pinip_api::workload::WorkloadRef;
-use pinip_api::{IPClaim, Owner, claim_name};
+use pinip_api::{ClaimInfo, IPClaim, Owner, claim_name};
 use pinip_index::confirm_free;
 use serde_json::json;
 
@@ -162,7 +162,7 @@ impl Allocator {
             created,
         };
         // The members of the owner's retained set in this pool (in the watch index).
-        let members: Vec<Arc<IPClaim>> = if matches!(retain, Retain::Ordinal | Retain::App) {
+        let members: Vec<Arc<ClaimInfo>> = if matches!(retain, Retain::Ordinal | Retain::App) {
             self.index.ledger.members(owner, &pool)
         } else {
             Vec::new()
@@ -208,6 +208,9 @@ impl Allocator {
                     // Taken by a replica whose claim our watch has not seen yet.
                     match self.api.get_opt(&name).await {
                         Ok(Some(existing)) => {
+                            let existing = ClaimInfo::read(&existing).map_err(|why| {
+                                Denial::Api(format!("claim {name} is unreadable: {why}"))
+                            })?;
                             self.hand_over(&existing, owner, pod, dry_run).await?;
                             Ok(decided(ip, name, None))
                         }
@@ -224,20 +227,18 @@ impl Allocator {
         let mut set_bound: Option<SetBound> = None;
         if retain == Retain::Ordinal {
             // A StatefulSet ordinal has one address; its pod waits until it is free.
-            if let Some(m) = members.iter().find(|m| m.ip().is_some()) {
+            if let Some(m) = members.first() {
                 self.hand_over(m, owner, pod, dry_run).await?;
-                let ip = m.ip().expect("checked");
-                return Ok(decided(ip, m.name_any(), None));
+                return Ok(decided(m.ip(), m.name.clone(), None));
             }
         } else if retain == Retain::App {
             // `app`: first a member nobody holds (members held by the set's other pods are
             // passed over without asking the API server)...
             for m in members.iter().filter(|m| m.record() == Record::Free) {
-                let Some(ip) = m.ip() else { continue };
                 match self.hand_over(m, owner, pod, dry_run).await {
-                    Ok(()) => return Ok(decided(ip, m.name_any(), None)),
+                    Ok(()) => return Ok(decided(m.ip(), m.name.clone(), None)),
                     Err(e) => {
-                        tracing::debug!(claim = %m.name_any(), reason = %e, "member not free");
+                        tracing::debug!(claim = %m.name, reason = %e, "member not free");
                     }
                 }
             }
@@ -250,15 +251,14 @@ impl Allocator {
                 // ...else a member whose recorded holder is gone (the binder has not released
                 // it yet), confirmed with the API server: the longest-held few, so that a
                 // denial costs a bounded number of reads.
-                let mut held: Vec<&Arc<IPClaim>> = members
+                let mut held: Vec<&Arc<ClaimInfo>> = members
                     .iter()
                     .filter(|m| m.record() != Record::Free)
                     .collect();
                 held.sort_by_key(|m| m.reserved_since());
                 for m in held.into_iter().take(HELD_MEMBERS_ASKED) {
-                    let Some(ip) = m.ip() else { continue };
                     if self.hand_over(m, owner, pod, dry_run).await.is_ok() {
-                        return Ok(decided(ip, m.name_any(), None));
+                        return Ok(decided(m.ip(), m.name.clone(), None));
                     }
                 }
                 return Err(full);
@@ -371,15 +371,12 @@ impl Allocator {
         d: &Decided,
         owner: &Owner,
         bound: &SetBound,
-        members: &[Arc<IPClaim>],
+        members: &[Arc<ClaimInfo>],
     ) -> Result<(), Denial> {
         let pool = d.chosen.name();
         // Members created before claims carried the set's labels are found only by their
         // retain label (a wider list, until a handover has labelled them).
-        let labelled = members.iter().all(|m| {
-            m.labels()
-                .contains_key(pinip_api::set::WORKLOAD_NAMESPACE_LABEL)
-        });
+        let labelled = members.iter().all(|m| m.labelled);
         let selector = if labelled {
             pinip_api::set::selector(owner)
         } else {
@@ -419,20 +416,18 @@ impl Allocator {
     /// pods never take the same claim; a version that moved is read again and decided again.
     async fn hand_over(
         &self,
-        claim: &IPClaim,
+        claim: &ClaimInfo,
         owner: &Owner,
         pod: &Holder,
         dry_run: bool,
     ) -> Result<(), Denial> {
         let mut claim = claim.clone();
         for _ in 0..HANDOVER_ATTEMPTS {
-            let ip = claim
-                .ip()
-                .ok_or_else(|| Denial::Api(format!("claim {} is unreadable", claim.name_any())))?;
-            if claim.spec.owner != *owner {
+            let ip = claim.ip();
+            if claim.owner != *owner {
                 return Err(Denial::AddressHeld {
                     ip,
-                    holder: holder(&claim.spec.owner),
+                    holder: holder(&claim.owner),
                 });
             }
             let now = Timestamp::now();
@@ -442,7 +437,7 @@ impl Allocator {
                 Ok(Err(held)) => {
                     return Err(Denial::ClaimHeld {
                         ip,
-                        claim: claim.name_any(),
+                        claim: claim.name.clone(),
                         held: held.to_string(),
                     });
                 }
@@ -452,21 +447,17 @@ impl Allocator {
                 return Ok(());
             }
             // Retained claims created before sets were labelled get their labels here.
-            let labels = match claim.labels().get(RETAIN_LABEL).map(String::as_str) {
-                Some("app" | "ordinal") => pinip_api::set::labels(owner),
-                _ => Default::default(),
+            let labels = match claim.retain {
+                Retain::App | Retain::Ordinal => pinip_api::set::labels(owner),
+                Retain::None => Default::default(),
             };
             let patch = json!({
-                "metadata": {"resourceVersion": claim.resource_version(), "labels": labels},
+                "metadata": {"resourceVersion": claim.resource_version, "labels": labels},
                 "spec": {"pod": pod.pod_patch(), "node": null},
             });
             match self
                 .api
-                .patch(
-                    &claim.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(patch),
-                )
+                .patch(&claim.name, &PatchParams::default(), &Patch::Merge(patch))
                 .await
             {
                 Ok(_) => {
@@ -475,12 +466,14 @@ impl Allocator {
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     self.metrics.claim_conflicts.inc();
-                    claim = match self.api.get_opt(&claim.name_any()).await {
-                        Ok(Some(c)) => c,
+                    claim = match self.api.get_opt(&claim.name).await {
+                        Ok(Some(c)) => ClaimInfo::read(&c).map_err(|why| {
+                            Denial::Api(format!("claim {} is unreadable: {why}", claim.name))
+                        })?,
                         Ok(None) => {
                             return Err(Denial::Api(format!(
                                 "claim {} was deleted while being handed over",
-                                claim.name_any()
+                                claim.name
                             )));
                         }
                         Err(e) => return Err(Denial::Api(e.to_string())),
@@ -491,7 +484,7 @@ impl Allocator {
         }
         Err(Denial::Api(format!(
             "claim {} changed {HANDOVER_ATTEMPTS} times while being handed over",
-            claim.name_any()
+            claim.name
         )))
     }
 }

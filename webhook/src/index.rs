@@ -13,7 +13,7 @@ use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use pinip_api::IPClaim;
+use pinip_api::ClaimInfo;
 use pinip_index::ledger::{ClaimEvent, Hooks};
 use pinip_index::watch::drain;
 use pinip_index::{Ledger, Pool, Workloads};
@@ -107,7 +107,7 @@ impl Index {
             .map(|n| n.metadata.labels.clone().unwrap_or_default())
     }
 
-    pub fn claim(&self, name: &str) -> Option<Arc<IPClaim>> {
+    pub fn claim(&self, name: &str) -> Option<Arc<ClaimInfo>> {
         self.ledger.claim(name)
     }
 

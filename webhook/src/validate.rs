@@ -7,12 +7,12 @@ use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use pinip_api::annotations::{ALLOCATION, Allocation, IP, IpRequest};
-use pinip_api::{IPClaim, IPPool, claim_name};
+use pinip_api::{ClaimInfo, IPClaim, IPPool, claim_name};
 
 use crate::mutate::namespace_labels;
 use crate::policy::namespace_may_use;
 use crate::state::State;
-use pinip_api::holder::Record;
+use pinip_api::holder::{ClaimHolder, Record};
 use pinip_api::owner::{self, holder};
 
 pub async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
@@ -149,10 +149,15 @@ async fn check_allocation(
                     ip.claim, ip.address
                 ));
             }
-            let mut claim = state.index.claim(&expected).map(|c| (*c).clone());
-            if !claim.as_ref().is_some_and(|c| records(c, p, ns)) {
+            let mut claim = state.index.claim(&expected);
+            if !claim.as_ref().is_some_and(|c| records(c.as_ref(), p, ns)) {
                 // The handover or creation may be newer than our watch.
-                claim = api.get_opt(&expected).await.map_err(|e| e.to_string())?;
+                claim = match api.get_opt(&expected).await.map_err(|e| e.to_string())? {
+                    Some(c) => Some(std::sync::Arc::new(
+                        ClaimInfo::read(&c).map_err(|why| format!("IPClaim {expected}: {why}"))?,
+                    )),
+                    None => None,
+                };
             }
             let Some(claim) = claim else {
                 if dry_run {
@@ -163,17 +168,17 @@ async fn check_allocation(
                     ip.address
                 ));
             };
-            if claim.spec.address != ip.address.to_string() || claim.spec.pool != ip.pool {
+            if claim.address != ip.address || claim.pool != ip.pool {
                 return Err(format!(
                     "{ALLOCATION} does not match IPClaim {expected} ({} in pool {})",
-                    claim.spec.address, claim.spec.pool
+                    claim.address, claim.pool
                 ));
             }
             if !dry_run && !records(&claim, p, ns) {
                 return Err(format!(
                     "{ALLOCATION} names {} (IPClaim {expected}), which belongs to {} and is not reserved for this pod",
                     ip.address,
-                    holder(&claim.spec.owner)
+                    holder(&claim.owner)
                 ));
             }
         }
@@ -182,7 +187,7 @@ async fn check_allocation(
 }
 
 /// Whether `claim` records pod `p` of namespace `ns` as its holder.
-fn records(claim: &IPClaim, p: &Pod, ns: &str) -> bool {
+fn records(claim: &ClaimInfo, p: &Pod, ns: &str) -> bool {
     if claim.holder_namespace() != ns {
         return false;
     }
@@ -207,7 +212,7 @@ async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<()
             return Err(deny(format!(
                 "{} addresses are still claimed (e.g. {}); delete their pods or workloads first",
                 live.len(),
-                live[0].spec.address
+                live[0].address
             )));
         }
         return Ok(());
@@ -237,10 +242,10 @@ async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<()
                 live.len()
             )));
         }
-        let stranded: Vec<&str> = live
+        let stranded: Vec<String> = live
             .iter()
-            .filter(|c| c.ip().is_none_or(|ip| !usable.contains(&ip)))
-            .map(|c| c.spec.address.as_str())
+            .filter(|c| !usable.contains(&c.ip()))
+            .map(|c| c.address.to_string())
             .collect();
         if !stranded.is_empty() {
             return Err(deny(format!(

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -330,9 +330,30 @@ impl Bed {
                 return Ok(());
             }
             if start.elapsed() > limit {
+                // What each node looks like, and what kube-controller-manager (which lifts
+                // the not-ready taint) last said: a bed that does not come up says why.
+                let nodes: Vec<String> = list
+                    .items
+                    .iter()
+                    .map(|n| {
+                        let taints = n.spec.as_ref().and_then(|s| s.taints.clone());
+                        let ready = n
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .and_then(|cs| {
+                                cs.iter()
+                                    .find(|c| c.type_ == "Ready")
+                                    .map(|c| c.status.clone())
+                            });
+                        format!("{}: Ready={ready:?} taints={taints:?}", n.name_any())
+                    })
+                    .collect();
+                let kcm = log_tail(&self.dir.join("logs/kube-controller-manager.log"), 20);
                 bail!(
-                    "{ready} of {} nodes schedulable after {limit:?}",
-                    self.nodes.len()
+                    "{ready} of {} nodes schedulable after {limit:?}: {}\nkube-controller-manager.log ends:\n{kcm}",
+                    self.nodes.len(),
+                    nodes.join("; ")
                 );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -458,4 +479,11 @@ fn check_root_and_tools(opts: &BedOptions) -> Result<()> {
     }
     netns::ip(&["-V"]).context("iproute2's ip is required")?;
     Ok(())
+}
+
+/// The last `lines` lines of a log file (empty when it cannot be read).
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

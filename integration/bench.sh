@@ -2,6 +2,7 @@
 # Runs pinip's benchmarks on the real test bed with release builds (root needed).
 #   integration/bench.sh              # admission: webhook enabled vs disabled, 1000 pods each
 #   integration/bench.sh cni          # CNI ADD: pinip (runtime annotations / API read) vs host-local
+#   integration/bench.sh cri          # RunPodSandbox to real containerd: bridge+pinip vs bridge+host-local
 #   integration/bench.sh scale        # 50 000 claims: webhook/binder memory, decision time, binder settle
 #                                     #   (PINIP_SCALE_CLAIMS=N for another count)
 # The CNI plugin's cluster-free benchmark: cargo bench -p pinip-cni --bench add_latency
@@ -11,6 +12,7 @@ cargo build --release -p pinip-webhook -p pinip-binder -p pinip-cni --bins
 case "${1:-admission}" in
   admission) exec cargo bench -p pinip-integration --bench admission ;;
   cni) exec cargo bench -p pinip-integration --bench cni_add ;;
+  cri) exec cargo bench -p pinip-integration --bench cri_sandbox ;;
   scale) exec cargo bench -p pinip-integration --bench scale ;;
-  *) echo "usage: $0 [admission|cni|scale]" >&2; exit 2 ;;
+  *) echo "usage: $0 [admission|cni|cri|scale]" >&2; exit 2 ;;
 esac

@@ -1,9 +1,11 @@
-//! The node agent: the kubelet's networking job for the pods bound to one node. For each pod
-//! it creates a network namespace, runs the node's CNI chain (ADD), and reports the pod
-//! Running and Ready with the addresses from the CNI result. When the pod is being deleted it
-//! runs DEL twice as containerd does, removes the namespace, and completes the deletion with
-//! grace period 0. One worker per pod, like the kubelet's pod workers, so a slow pod does not
-//! hold up the others.
+//! The node agent: the kubelet's pod lifecycle for the pods bound to one node. For each pod it
+//! makes a sandbox and reports the pod Running and Ready with the sandbox's addresses; when the
+//! pod is being deleted it removes the sandbox and completes the deletion with grace period 0.
+//! A sandbox comes from one of two runtimes: a real containerd through CRI (every CNI call is
+//! containerd's), or the bed's own CNI runtime, which makes the namespace and calls the chain
+//! as containerd does (faster; for the large runs). A failed sandbox is reported on the pod as
+//! the kubelet does (a `FailedCreatePodSandBox` warning) and retried with backoff. One worker
+//! per pod, like the kubelet's pod workers, so a slow pod does not hold up the others.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -13,20 +15,37 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
-use crate::cni::{CniRuntime, Sandbox, result_ips};
+use crate::cni::{self, CniRuntime, result_ips};
+use crate::containerd::Containerd;
 use crate::netns;
 use crate::node::{NodeSpec, time_now};
+
+/// What makes a node's sandboxes.
+#[derive(Clone)]
+pub enum Runtime {
+    /// The bed's CNI runtime, calling the chain as containerd 1.6 does.
+    Simulated(Arc<CniRuntime>),
+    /// A real containerd, through CRI.
+    Containerd(Arc<Containerd>),
+}
+
+/// A pod's sandbox while it runs.
+enum Running {
+    Simulated(cni::Sandbox, Value),
+    Containerd(String),
+}
 
 pub struct Agent {
     pub client: Client,
     pub node: NodeSpec,
-    pub cni: Arc<CniRuntime>,
-    /// Prefix of the pod namespaces this agent creates.
+    pub runtime: Runtime,
+    /// Prefix of the pod namespaces this agent creates (simulated runtime).
     pub netns_prefix: String,
     /// Bounds concurrent CNI calls, as a runtime's worker pool does.
     pub cni_slots: Arc<Semaphore>,
@@ -72,8 +91,15 @@ impl Agent {
     }
 
     async fn pod_worker(self: Arc<Self>, uid: String, mut rx: watch::Receiver<PodState>) {
-        let mut sandbox: Option<(Sandbox, Value)> = None;
+        let mut sandbox: Option<Running> = None;
         let mut failures = 0u32;
+        let recorder = Recorder::new(
+            self.client.clone(),
+            Reporter {
+                controller: "kubelet".into(),
+                instance: Some(self.node.name.clone()),
+            },
+        );
         loop {
             let state = rx.borrow_and_update().clone();
             let outcome = match &state {
@@ -90,13 +116,16 @@ impl Agent {
                     return;
                 }
                 Some(pod) if sandbox.is_none() && !is_finished(pod) => {
-                    match self.setup(pod, &uid).await {
+                    match self.setup(pod, &uid, failures).await {
                         Ok(done) => {
                             sandbox = Some(done);
                             failures = 0;
                             Ok(())
                         }
-                        Err(e) => Err(e),
+                        Err(e) => {
+                            self.report_failure(&recorder, pod, &e).await;
+                            Err(e)
+                        }
                     }
                 }
                 Some(_) => Ok(()),
@@ -117,8 +146,36 @@ impl Agent {
         }
     }
 
-    async fn setup(&self, pod: &Pod, uid: &str) -> Result<(Sandbox, Value)> {
-        let sb = Sandbox {
+    /// Makes the pod's sandbox; `attempt` counts earlier failures, as CRI's metadata does.
+    async fn setup(&self, pod: &Pod, uid: &str, attempt: u32) -> Result<Running> {
+        let _slot = self.cni_slots.acquire().await?;
+        match &self.runtime {
+            Runtime::Containerd(c) => {
+                let sb = c.run(pod, attempt).await.map_err(cri_error)?;
+                drop(_slot);
+                if let Err(e) = self.report_running(pod, &sb.ips).await {
+                    // The next attempt starts from scratch, as a kubelet's would.
+                    let _ = c.remove(&sb.id).await;
+                    return Err(e);
+                }
+                Ok(Running::Containerd(sb.id))
+            }
+            Runtime::Simulated(cni) => {
+                let (sb, result) = self.simulated_setup(cni, pod, uid).await?;
+                drop(_slot);
+                self.report_running(pod, &result_ips(&result)).await?;
+                Ok(Running::Simulated(sb, result))
+            }
+        }
+    }
+
+    async fn simulated_setup(
+        &self,
+        cni: &Arc<CniRuntime>,
+        pod: &Pod,
+        uid: &str,
+    ) -> Result<(cni::Sandbox, Value)> {
+        let sb = cni::Sandbox {
             id: sandbox_id(uid),
             netns: netns::path(&self.pod_netns(uid)),
             ifname: "eth0".into(),
@@ -134,32 +191,40 @@ impl Agent {
                 .collect::<BTreeMap<_, _>>(),
         };
         let ns = self.pod_netns(uid);
-        let result = {
-            let _slot = self.cni_slots.acquire().await?;
-            let cni = self.cni.clone();
-            let sb2 = sb.clone();
-            let ns2 = ns.clone();
-            tokio::task::spawn_blocking(move || -> Result<Value> {
-                netns::del(&ns2)?;
-                netns::add(&ns2)?;
-                match cni.add(&sb2) {
-                    Ok(r) => Ok(r),
-                    Err(e) => {
-                        // containerd cleans a failed ADD with DEL (netns set), then drops it.
-                        let _ = cni.del(&sb2, None, true);
-                        let _ = netns::del(&ns2);
-                        Err(e)
-                    }
+        let cni = cni.clone();
+        let sb2 = sb.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<Value> {
+            netns::del(&ns)?;
+            netns::add(&ns)?;
+            match cni.add(&sb2) {
+                Ok(r) => Ok(r),
+                Err(e) => {
+                    // containerd cleans a failed ADD with DEL (netns set), then drops it.
+                    let _ = cni.del(&sb2, None, true);
+                    let _ = netns::del(&ns);
+                    Err(e)
                 }
-            })
-            .await??
-        };
-        self.report_running(pod, &result).await?;
+            }
+        })
+        .await??;
         Ok((sb, result))
     }
 
-    async fn report_running(&self, pod: &Pod, result: &Value) -> Result<()> {
-        let ips = result_ips(result);
+    /// The kubelet's event for a sandbox that could not be made.
+    async fn report_failure(&self, recorder: &Recorder, pod: &Pod, e: &anyhow::Error) {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: "FailedCreatePodSandBox".into(),
+            note: Some(format!("Failed to create pod sandbox: {e:#}")),
+            action: "CreatePodSandbox".into(),
+            secondary: None,
+        };
+        if let Err(err) = recorder.publish(&ev, &pod.object_ref(&())).await {
+            tracing::warn!(pod = %pod.name_any(), error = %err, "recording sandbox failure");
+        }
+    }
+
+    async fn report_running(&self, pod: &Pod, ips: &[String]) -> Result<()> {
         let now = time_now();
         let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
         let containers: Vec<Value> = pod
@@ -207,34 +272,41 @@ impl Agent {
         Ok(())
     }
 
-    /// DEL with netns and prevResult (StopPodSandbox), remove the namespace, then DEL without
-    /// netns (RemovePodSandbox). Errors are logged: a kubelet retries, the test checks.
-    async fn teardown(&self, sandbox: &mut Option<(Sandbox, Value)>) {
-        let Some((sb, result)) = sandbox.take() else {
+    /// Removes the sandbox: through CRI (StopPodSandbox + RemovePodSandbox), or as containerd
+    /// would (DEL with netns and prevResult, remove the namespace, DEL without netns). Errors
+    /// are logged: a kubelet retries, the tests check what is left.
+    async fn teardown(&self, sandbox: &mut Option<Running>) {
+        let Some(running) = sandbox.take() else {
             return;
         };
-        let ns = sb
-            .netns
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
         let Ok(_slot) = self.cni_slots.acquire().await else {
             return;
         };
-        let cni = self.cni.clone();
-        let outcome = tokio::task::spawn_blocking(move || -> Result<()> {
-            cni.del(&sb, Some(&result), true)?;
-            if let Some(ns) = &ns {
-                netns::del(ns)?;
+        let outcome = match (running, &self.runtime) {
+            (Running::Containerd(id), Runtime::Containerd(c)) => {
+                c.remove(&id).await.map_err(cri_error)
             }
-            cni.del(&sb, None, false)
-        })
-        .await;
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(node = %self.node.name, error = format!("{e:#}"), "sandbox teardown failed")
+            (Running::Simulated(sb, result), Runtime::Simulated(cni)) => {
+                let cni = cni.clone();
+                tokio::task::spawn_blocking(move || -> Result<()> {
+                    let ns = sb
+                        .netns
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned());
+                    cni.del(&sb, Some(&result), true)?;
+                    if let Some(ns) = &ns {
+                        netns::del(ns)?;
+                    }
+                    cni.del(&sb, None, false)
+                })
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r)
             }
-            Err(e) => tracing::warn!(error = %e, "teardown task failed"),
+            _ => Err(anyhow::anyhow!("sandbox of another runtime")),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(node = %self.node.name, error = format!("{e:#}"), "sandbox teardown failed");
         }
     }
 
@@ -278,4 +350,12 @@ fn sandbox_id(seed: &str) -> String {
             format!("{:016x}", h.finish())
         })
         .collect()
+}
+
+/// A CRI error as the kubelet prints it (Go's gRPC status text).
+fn cri_error(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast_ref::<tonic::Status>() {
+        Some(s) => anyhow::anyhow!("rpc error: code = {:?} desc = {}", s.code(), s.message()),
+        None => e,
+    }
 }

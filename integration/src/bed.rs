@@ -1,5 +1,6 @@
-//! The whole test bed: control plane, nodes with their network namespaces, node agents and
-//! heartbeats. Dropping a `Bed` tears everything down: processes, namespaces, files.
+//! The whole test bed: control plane, nodes with their network namespaces, node agents (each
+//! with a real containerd or the bed's own CNI runtime) and heartbeats. Dropping a `Bed` tears
+//! everything down: sandboxes, processes, mounts, namespaces, files.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -15,8 +16,9 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Runtime};
 use crate::cni::{CniRuntime, POD_ANNOTATIONS_CAP};
+use crate::containerd::{self, Containerd};
 use crate::controlplane::{ControlPlane, upstream_bin_dir, write_kubeconfig};
 use crate::node::{self, NodeSpec};
 use crate::{netns, nodenet};
@@ -50,6 +52,9 @@ pub struct BedOptions {
     /// Nodes whose network config omits that capability anyway, so that an IPAM plugin there
     /// must read the pod from the API server.
     pub no_capability_nodes: Vec<String>,
+    /// Nodes whose sandboxes a real containerd makes (through CRI, so that every CNI call on
+    /// them is containerd's); the others use the bed's own CNI runtime, which is faster.
+    pub containerd_nodes: Vec<String>,
     /// Where the bed keeps its files; a fresh directory under the system temp dir if unset.
     pub dir: Option<PathBuf>,
 }
@@ -62,6 +67,7 @@ impl Default for BedOptions {
             ipam: Ipam::HostLocal,
             pod_annotations_capability: true,
             no_capability_nodes: Vec::new(),
+            containerd_nodes: vec!["node-1".into()],
             dir: None,
         }
     }
@@ -77,6 +83,8 @@ pub struct Bed {
     pub dir: PathBuf,
     /// Time from start to every component healthy and every node schedulable.
     pub startup: Duration,
+    /// The real containerds, one per containerd node.
+    pub containerds: Vec<Arc<Containerd>>,
     client: Client,
     tasks: Vec<JoinHandle<()>>,
     owns_dir: bool,
@@ -90,6 +98,8 @@ struct BedState {
     netns_prefix: String,
     api_port: u16,
     nodes: Vec<(String, String, String)>,
+    #[serde(default)]
+    containerd_nodes: Vec<String>,
 }
 
 const STATE_FILE: &str = "bed.json";
@@ -112,7 +122,13 @@ impl Bed {
         )?;
         let kubeconfig = dir.join("admin.kubeconfig");
         let client = crate::controlplane::client_for(&kubeconfig).await?;
+        let containerds = state
+            .containerd_nodes
+            .iter()
+            .map(|n| Containerd::attach(n, &dir.join("containerd").join(n)).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Bed {
+            containerds,
             cp: None,
             kubeconfig,
             api_port: state.api_port,
@@ -137,6 +153,13 @@ impl Bed {
     pub async fn start(opts: BedOptions) -> Result<Bed> {
         let t0 = Instant::now();
         check_root_and_tools(&opts)?;
+        let swept = containerd::sweep_stale();
+        if !swept.is_empty() {
+            tracing::info!(
+                ?swept,
+                "cleaned containerd nodes of dead test-bed processes"
+            );
+        }
         let removed = netns::sweep_stale()?;
         if !removed.is_empty() {
             tracing::info!(
@@ -168,14 +191,25 @@ impl Bed {
             netns_prefix,
             dir,
             startup: Duration::ZERO,
+            containerds: Vec::new(),
             client: client.clone(),
             tasks: Vec::new(),
             owns_dir,
         };
+        let pause_image = if bed
+            .nodes
+            .iter()
+            .any(|n| opts.containerd_nodes.contains(&n.name))
+        {
+            containerd::check_tools()?;
+            Some(containerd::pause_image()?)
+        } else {
+            None
+        };
         let cni_kubeconfig = bed.cni_credentials().await?;
         let slots = Arc::new(Semaphore::new(8));
         for (i, spec) in bed.nodes.clone().into_iter().enumerate() {
-            let ns = format!("{}node-{}", bed.netns_prefix, spec.name);
+            let ns = bed.node_netns(&spec.name);
             nodenet::create(&ns)?;
             bed.tasks
                 .push(nodenet::forward_loopback(&ns, bed.api_port)?);
@@ -191,13 +225,34 @@ impl Bed {
                 cni_path.push(bin_dir.clone());
             }
             cni_path.push(PathBuf::from(DEBIAN_CNI_DIR));
+            let runtime = match &pause_image {
+                Some(image) if opts.containerd_nodes.contains(&spec.name) => {
+                    let dir = bed.dir.join("containerd").join(&spec.name);
+                    let bed_name = bed.dir.file_name().unwrap_or_default().to_string_lossy();
+                    let c = Arc::new(
+                        Containerd::start(containerd::NodeRuntime {
+                            node: &spec.name,
+                            node_netns: netns::path(&ns),
+                            dir,
+                            conflist: &conflist,
+                            cni_path: &cni_path,
+                            pause_image: image,
+                            cgroup_parent: format!("/{bed_name}-{}", spec.name),
+                        })
+                        .await?,
+                    );
+                    bed.containerds.push(c.clone());
+                    Runtime::Containerd(c)
+                }
+                _ => Runtime::Simulated(Arc::new(CniRuntime::new(ns, conflist, cni_path))),
+            };
             node::register(&client, &spec).await?;
             bed.tasks
                 .push(tokio::spawn(node::heartbeat(client.clone(), spec.clone())));
             let agent = Arc::new(Agent {
                 client: client.clone(),
                 node: spec.clone(),
-                cni: Arc::new(CniRuntime::new(ns, conflist, cni_path)),
+                runtime,
                 netns_prefix: bed.netns_prefix.clone(),
                 cni_slots: slots.clone(),
             });
@@ -212,6 +267,7 @@ impl Bed {
                 .iter()
                 .map(|n| (n.name.clone(), n.zone.clone(), n.internal_ip.clone()))
                 .collect(),
+            containerd_nodes: bed.containerds.iter().map(|c| c.node.clone()).collect(),
         };
         std::fs::write(bed.dir.join(STATE_FILE), serde_json::to_vec_pretty(&state)?)?;
         bed.startup = t0.elapsed();
@@ -380,13 +436,53 @@ impl Bed {
         Ok(())
     }
 
-    /// Namespaces of this bed's pods that exist right now.
-    pub fn pod_namespaces(&self) -> Result<Vec<String>> {
-        netns::list_with_prefix(&format!("{}pod-", self.netns_prefix))
+    /// The network namespace of node `name` (its bridge, its runtime, its plugins run there).
+    pub fn node_netns(&self, name: &str) -> String {
+        format!("{}node-{name}", self.netns_prefix)
     }
 
-    pub fn pod_netns(&self, uid: &str) -> String {
-        format!("{}pod-{uid}", self.netns_prefix)
+    /// The sandboxes of this bed's pods that exist right now: the namespaces the bed's own
+    /// runtime made, and every sandbox a containerd node lists (in any state).
+    pub async fn pod_sandboxes(&self) -> Result<Vec<String>> {
+        let mut out = netns::list_with_prefix(&format!("{}pod-", self.netns_prefix))?;
+        for c in &self.containerds {
+            out.extend(
+                c.all_sandboxes()
+                    .await?
+                    .into_iter()
+                    .map(|id| format!("{}/{id}", c.node)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The network namespace (its name under /var/run/netns) of the running pod `pod`,
+    /// wherever its node's runtime made it.
+    pub async fn pod_netns(&self, pod: &Pod) -> Result<String> {
+        let uid = pod.uid().unwrap_or_default();
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let Some(c) = self.containerds.iter().find(|c| c.node == node) else {
+            return Ok(format!("{}pod-{uid}", self.netns_prefix));
+        };
+        let sandboxes = c.sandboxes_of(&uid).await?;
+        let path = sandboxes
+            .iter()
+            .find_map(|s| s.netns.clone())
+            .with_context(|| format!("pod {} has no sandbox on {node}", pod.name_any()))?;
+        Ok(path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned())
+    }
+
+    /// Addresses configured on `ifname` inside the pod's network namespace, as `addr/prefix`.
+    pub async fn pod_addresses(&self, pod: &Pod, ifname: &str) -> Result<Vec<String>> {
+        netns::addresses(&self.pod_netns(pod).await?, ifname)
     }
 
     /// Stops everything and removes what the bed created. Also run on drop.
@@ -396,6 +492,10 @@ impl Bed {
         };
         for t in self.tasks.drain(..) {
             t.abort();
+        }
+        // Sandboxes go before the control plane and the node namespaces they live in.
+        for c in self.containerds.drain(..) {
+            c.stop();
         }
         cp.stop();
         match netns::list_with_prefix(&self.netns_prefix) {
@@ -409,7 +509,16 @@ impl Bed {
             Err(e) => tracing::warn!(error = %e, "listing namespaces"),
         }
         if self.owns_dir && std::env::var_os("PINIP_KEEP_BED").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            match containerd::mounts_under(&self.dir) {
+                Ok(m) if m.is_empty() => {
+                    let _ = std::fs::remove_dir_all(&self.dir);
+                }
+                // Never recurse into a mount that stayed: keep the directory and say so.
+                Ok(m) => {
+                    tracing::warn!(?m, dir = %self.dir.display(), "mounts left; directory kept")
+                }
+                Err(e) => tracing::warn!(error = %e, "reading mounts"),
+            }
         }
     }
 }

@@ -77,7 +77,7 @@ async fn deployment_round_trip(plugin: MainPlugin) -> Result<()> {
             p.name_any()
         );
         let ip = running_with_ip(p).unwrap();
-        let configured = netns::addresses(&bed.pod_netns(&p.uid().unwrap()), "eth0")?;
+        let configured = bed.pod_addresses(p, "eth0").await?;
         assert!(
             configured
                 .iter()
@@ -90,7 +90,7 @@ async fn deployment_round_trip(plugin: MainPlugin) -> Result<()> {
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), 3, "addresses not distinct: {ips:?}");
-    assert_eq!(bed.pod_namespaces()?.len(), 3);
+    assert_eq!(bed.pod_sandboxes().await?.len(), 3);
 
     deploys.delete("web", &DeleteParams::foreground()).await?;
     wait_for(
@@ -101,7 +101,7 @@ async fn deployment_round_trip(plugin: MainPlugin) -> Result<()> {
             let bed = &bed;
             async move {
                 let left = pods.list(&ListParams::default()).await?.items.len();
-                Ok((left == 0 && bed.pod_namespaces()?.is_empty()).then_some(()))
+                Ok((left == 0 && bed.pod_sandboxes().await?.is_empty()).then_some(()))
             }
         },
     )

@@ -16,7 +16,7 @@ use pinip_api::annotations::{ALLOCATION, Allocation};
 use pinip_api::{IPClaim, IPPool};
 use pinip_integration::pinip::{self, Webhooks};
 use pinip_integration::wait::{pod_running, wait_for};
-use pinip_integration::{Bed, BedOptions, Ipam, netns};
+use pinip_integration::{Bed, BedOptions, Ipam};
 use serde_json::{Value, json};
 
 const NOWHERE: &str = "pinip.test/nowhere";
@@ -73,8 +73,8 @@ fn node_of(p: &Pod) -> String {
 }
 
 /// The pod's address as configured inside its network namespace by the CNI chain.
-fn configured(bed: &Bed, p: &Pod) -> Result<Vec<String>> {
-    netns::addresses(&bed.pod_netns(&p.uid().unwrap_or_default()), "eth0")
+async fn configured(bed: &Bed, p: &Pod) -> Result<Vec<String>> {
+    bed.pod_addresses(p, "eth0").await
 }
 
 async fn setup() -> Result<(Bed, Webhooks, Client)> {
@@ -83,6 +83,8 @@ async fn setup() -> Result<(Bed, Webhooks, Client)> {
         ipam: Ipam::Pinip { bin_dir },
         // node-3 (zone a) omits the pod-annotations capability: pinip reads the pod instead.
         no_capability_nodes: vec!["node-3".into()],
+        // Both zone-a nodes run a real containerd (with and without the capability).
+        containerd_nodes: vec!["node-1".into(), "node-3".into()],
         ..Default::default()
     })
     .await?;
@@ -141,8 +143,8 @@ async fn webhook_end_to_end() -> Result<()> {
     let claims: Api<IPClaim> = Api::all(client.clone());
 
     // A bare pod pinned to a zone-a node gets an address of the zone-a default pool, and has
-    // exactly that address configured in its namespace: on node-1 pinip reads the annotation
-    // from the runtime, on node-3 from the API server.
+    // exactly that address configured in its sandbox by containerd's CNI call: on node-1 pinip
+    // reads the annotation from the runtime, on node-3 from the API server.
     for node in ["node-1", "node-3"] {
         let name = format!("bare-{node}");
         let p = pod(
@@ -169,7 +171,7 @@ async fn webhook_end_to_end() -> Result<()> {
             .unwrap_or_default();
         assert_eq!(pod_ip, ip.address.addr().to_string());
         assert_eq!(
-            configured(&bed, &p)?,
+            configured(&bed, &p).await?,
             vec![ip.address.to_string()],
             "{node}"
         );
@@ -221,7 +223,7 @@ async fn webhook_end_to_end() -> Result<()> {
             p.name_any()
         );
         assert!(first_ip(p)?.starts_with("10.51.0."));
-        assert_eq!(configured(&bed, p)?.len(), 1);
+        assert_eq!(configured(&bed, p).await?.len(), 1);
         let claim = claims
             .get(&allocation(p)?.interfaces[0].ips[0].claim)
             .await?;
@@ -259,7 +261,7 @@ async fn webhook_end_to_end() -> Result<()> {
     .await?;
     assert_eq!(first_ip(&after)?, ip_before);
     assert_eq!(
-        configured(&bed, &after)?,
+        configured(&bed, &after).await?,
         vec![allocation(&after)?.interfaces[0].ips[0].address.to_string()]
     );
     let claim = claims

@@ -15,7 +15,7 @@ use kube::{Client, ResourceExt};
 use pinip_api::annotations::{ALLOCATION, Allocation};
 use pinip_integration::pinip::{self, MANIFESTS};
 use pinip_integration::wait::wait_for;
-use pinip_integration::{Bed, BedOptions, Ipam, binders, netns};
+use pinip_integration::{Bed, BedOptions, Ipam, binders};
 use serde_json::json;
 
 const NS: &str = "demo";
@@ -58,7 +58,9 @@ async fn rows(bed: &Bed, client: &Client, zones: &BTreeMap<String, String>) -> R
             .and_then(|s| s.node_name.clone())
             .unwrap_or_default();
         let uid = p.uid().unwrap_or_default();
-        let configured = netns::addresses(&bed.pod_netns(&uid), "eth0")
+        let configured = bed
+            .pod_addresses(&p, "eth0")
+            .await
             .map(|a| a.join(","))
             .unwrap_or_default();
         out.push(Row {

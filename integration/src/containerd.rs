@@ -78,15 +78,9 @@ pub fn pause_image() -> Result<PathBuf> {
     if let Ok(p) = std::env::var("PINIP_PAUSE_IMAGE") {
         return Ok(p.into());
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("containerd/pause-build.sh");
-    let out = std::process::Command::new(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!("{} failed", script.display());
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().into())
+    crate::process::cached_build(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("containerd/pause-build.sh"),
+    )
 }
 
 /// containerd, runc and ctr are Debian's (`apt-get install containerd runc`).
@@ -336,28 +330,23 @@ impl Containerd {
             label_selector: [(POD_UID_LABEL.to_string(), uid.to_string())].into(),
             ..Default::default()
         };
-        let items = self
-            .rt
-            .clone()
-            .list_pod_sandbox(ListPodSandboxRequest {
-                filter: Some(filter),
-            })
-            .await?
-            .into_inner()
-            .items;
         let mut out = Vec::new();
-        for it in items {
-            out.push(self.status(&it.id).await?);
+        for id in self.list(Some(filter)).await? {
+            out.push(self.status(&id).await?);
         }
         Ok(out)
     }
 
     /// The ids of every sandbox containerd knows, in any state.
     pub async fn all_sandboxes(&self) -> Result<Vec<String>> {
+        self.list(None).await
+    }
+
+    async fn list(&self, filter: Option<PodSandboxFilter>) -> Result<Vec<String>> {
         let items = self
             .rt
             .clone()
-            .list_pod_sandbox(ListPodSandboxRequest::default())
+            .list_pod_sandbox(ListPodSandboxRequest { filter })
             .await?
             .into_inner()
             .items;

@@ -18,15 +18,7 @@ pub fn upstream_bin_dir() -> Result<PathBuf> {
     if let Ok(dir) = std::env::var("PINIP_K8S_BIN") {
         return Ok(dir.into());
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s-build.sh");
-    let out = std::process::Command::new(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!("{} failed", script.display());
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().into())
+    crate::process::cached_build(&Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s-build.sh"))
 }
 
 /// A free loopback port. The kernel hands out ephemeral ports round-robin, so two processes

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 pub struct Proc {
     pub name: String,
@@ -88,4 +88,17 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));
     }
+}
+
+/// Runs one of the bed's cached-build scripts (`k8s-build.sh`, `containerd/pause-build.sh`):
+/// it builds or finds its output in the cache and prints the path; progress goes to stderr.
+pub fn cached_build(script: &Path) -> Result<std::path::PathBuf> {
+    let out = Command::new(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed", script.display());
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().into())
 }

@@ -80,6 +80,7 @@ impl Index {
             let changes = changes.clone();
             move |ev: ClaimEvent<'_>| match ev {
                 ClaimEvent::Applied(name) | ClaimEvent::Deleted(name) => changes.claim(name),
+                ClaimEvent::Relisted => changes.everything(),
             }
         };
         let (ready_tx, ready) = watch::channel(false);

@@ -32,6 +32,9 @@ use crate::workload::{Lookups, WORKLOAD_ANNOTATION};
 /// the write was based on.
 const IN_FLIGHT_TTL: Duration = Duration::from_secs(10);
 
+/// When a release the API server refused (the claim still held) is decided again.
+const HELD_RETRY: Duration = Duration::from_secs(5);
+
 /// What the reconcile loop shares.
 pub struct Context {
     pub client: Client,
@@ -55,6 +58,7 @@ pub async fn run(
         tokio::select! {
             r = leading.wait_for(|l| *l) => if r.is_err() { return },
             _ = stop.changed() => return,
+            _ = discard_changes(&ctx.index) => {}
         }
         tokio::select! {
             _ = ctx.index.wait_ready() => {}
@@ -74,6 +78,15 @@ pub async fn run(
             }
         }
         ctx.metrics.leader.set(0);
+    }
+}
+
+/// A standby keeps its watches warm but decides nothing: what they report is dropped (a term
+/// starts with a full pass). Never returns.
+async fn discard_changes(index: &Index) {
+    loop {
+        index.changed.notified().await;
+        index.changes.take();
     }
 }
 
@@ -127,8 +140,11 @@ enum Done {
     /// Written; until the claim's watch shows a version other than `stale` (the one the
     /// decision read and any this binder wrote on the way), the claim is not decided again.
     Written { claim: String, stale: Vec<String> },
-    /// Nothing written (e.g. the pod turned out to be alive).
+    /// Nothing written (e.g. the claim is gone).
     Skipped,
+    /// Not released: the API server shows the claim still held (our watch lags, or a pod is
+    /// being admitted on it). Decided again after [`HELD_RETRY`] even if no event comes.
+    Held,
 }
 
 impl Reconciler {
@@ -224,7 +240,7 @@ impl Reconciler {
             &ctx.policy,
         );
 
-        let mut errors = 0u32;
+        let (mut errors, mut held) = (0u32, 0u32);
         // A reconcile of some claims says nothing about the conflicts of the others.
         let in_scope = scope.as_ref().map(|names| {
             names
@@ -254,6 +270,7 @@ impl Reconciler {
                     self.in_flight.record(claim, stale, Instant::now());
                 }
                 Ok(Done::Skipped) => {}
+                Ok(Done::Held) => held += 1,
                 Err(e) => {
                     errors += 1;
                     ctx.metrics.error(e.metric_label());
@@ -280,6 +297,9 @@ impl Reconciler {
         let mut wake = plan.wake_in.unwrap_or(ctx.resync);
         if let Some(expiry) = self.in_flight.next_expiry(Instant::now()) {
             wake = wake.min(expiry.max(Duration::from_millis(100)));
+        }
+        if held > 0 {
+            wake = wake.min(HELD_RETRY);
         }
         if looked_up.iter().any(|ok| *ok) {
             wake = wake.min(Duration::from_millis(100));
@@ -411,14 +431,16 @@ fn claim_err(claim: &str) -> impl Fn(kube::Error) -> Error + '_ {
 fn scoped(index: &Index, names: &HashSet<String>) -> (Vec<Arc<ClaimInfo>>, Vec<Arc<Pod>>) {
     let ledger = &index.ledger;
     let mut claims: HashMap<String, Arc<ClaimInfo>> = HashMap::new();
-    for n in names {
-        let Some(c) = ledger.claim(n) else { continue };
-        if c.retain == Retain::App {
+    // Each set once, however many of its members changed.
+    let mut sets: HashSet<(&pinip_api::Owner, &str)> = HashSet::new();
+    let named: Vec<Arc<ClaimInfo>> = names.iter().filter_map(|n| ledger.claim(n)).collect();
+    for c in &named {
+        if c.retain == Retain::App && sets.insert((&c.owner, c.pool.as_str())) {
             for m in ledger.members(&c.owner, &c.pool) {
                 claims.insert(m.name.clone(), m);
             }
         }
-        claims.insert(n.clone(), c);
+        claims.insert(c.name.clone(), c.clone());
     }
     let mut pods: HashMap<ObjectRef<Pod>, Arc<Pod>> = HashMap::new();
     for n in names.iter().chain(claims.keys()) {
@@ -457,7 +479,7 @@ async fn execute(ctx: &Context, action: Action) -> Result<Done, Error> {
         if let Err(held) = free {
             ctx.metrics.kept_held.inc();
             tracing::info!(claim = %action.claim(), held_by = %held, reason = ?action.why().map(Why::metric_label), "claim still held; not releasing");
-            return Ok(Done::Skipped);
+            return Ok(Done::Held);
         }
     }
     let label = |action: &'static str, reason: &'static str| WriteLabels { action, reason };

@@ -6,7 +6,9 @@
 //! namespace that no pod has taken yet, and each pool's free addresses ([`FreeSet`]). Pools
 //! are parsed once, when their spec changes; claims once, when they change, into
 //! [`ClaimInfo`] (typed, and about a third of the API object's size). A claim that cannot be
-//! read is kept by name only: it still exists, so it is never "missing", and it is logged once.
+//! read (a garbage address or an unknown label value, after a version skew or a hand edit) is
+//! kept as an [`Unreadable`]: it still exists, so it is never "missing"; its address (from its
+//! name) stays taken and counted in its pool, its owner still keeps it, and it is logged once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -17,7 +19,7 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use pinip_api::holder::{ClaimHolder, Record};
-use pinip_api::{ClaimInfo, IPClaim, IPPool, Owner, claim_name};
+use pinip_api::{ClaimInfo, IPClaim, IPPool, Owner, claim_name, parse_claim_name};
 use tokio::sync::{Notify, watch};
 
 use crate::free::FreeSet;
@@ -29,6 +31,9 @@ pub enum ClaimEvent<'a> {
     /// Created or changed (also for each claim of a relist).
     Applied(&'a str),
     Deleted(&'a str),
+    /// A relist is done: the books were replaced at once, so any claim may have changed
+    /// (including ones created and deleted while the watch was down).
+    Relisted,
 }
 
 type OnClaim = Arc<dyn Fn(ClaimEvent<'_>) + Send + Sync>;
@@ -40,6 +45,31 @@ pub struct Hooks {
     pub changed: Option<Arc<Notify>>,
     /// Called on every claim event.
     pub on_claim: Option<OnClaim>,
+}
+
+/// A claim that exists but cannot be read: what is known of it without reading its fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    pub name: String,
+    pub why: String,
+    pub pool: String,
+    pub owner: Owner,
+    /// The address its name stands for (the name is the lock, whatever the fields say).
+    pub ip: Option<IpAddr>,
+}
+
+impl Unreadable {
+    fn of(c: &IPClaim, why: String) -> Unreadable {
+        let name = c.name_any();
+        let ip = parse_claim_name(&name).ok().map(|(_, ip)| ip);
+        Unreadable {
+            why,
+            pool: c.spec.pool.clone(),
+            owner: c.spec.owner.clone(),
+            ip,
+            name,
+        }
+    }
 }
 
 const POOLS_LISTED: u8 = 1;
@@ -103,12 +133,13 @@ impl Ledger {
                             if done {
                                 listed_tx.send_modify(|l| *l |= CLAIMS_LISTED);
                             }
-                            if let (Some(on), Some(name)) = (&hooks.on_claim, &name) {
-                                on(if deleted {
-                                    ClaimEvent::Deleted(name)
-                                } else {
-                                    ClaimEvent::Applied(name)
-                                });
+                            if let Some(on) = &hooks.on_claim {
+                                match &name {
+                                    Some(name) if deleted => on(ClaimEvent::Deleted(name)),
+                                    Some(name) => on(ClaimEvent::Applied(name)),
+                                    None if done => on(ClaimEvent::Relisted),
+                                    None => {}
+                                }
                             }
                             if let Some(c) = &hooks.changed {
                                 c.notify_one();
@@ -179,6 +210,35 @@ impl Ledger {
         self.read().unreadable.keys().cloned().collect()
     }
 
+    /// The claims of `pool` that cannot be read.
+    pub fn unreadable_of(&self, pool: &str) -> Vec<Arc<Unreadable>> {
+        let mut v: Vec<Arc<Unreadable>> = self
+            .read()
+            .unreadable
+            .values()
+            .filter(|u| u.pool == pool)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The claims `owner` keeps in `pool` that cannot be read.
+    pub fn unreadable_members(&self, owner: &Owner, pool: &str) -> Vec<Arc<Unreadable>> {
+        let book = self.read();
+        let mut v: Vec<Arc<Unreadable>> = book
+            .by_owner
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| book.unreadable.get(n))
+            .filter(|u| u.pool == pool)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
     /// The claims of `pool` (a pass over all claims: for pool changes, not pod decisions).
     pub fn claims_of(&self, pool: &str) -> Vec<Arc<ClaimInfo>> {
         let mut v: Vec<Arc<ClaimInfo>> = self
@@ -192,7 +252,7 @@ impl Ledger {
         v
     }
 
-    /// How many claims name `pool`.
+    /// How many claims name `pool` (unreadable ones included).
     pub fn claimed(&self, pool: &str) -> usize {
         self.read().per_pool.get(pool).copied().unwrap_or(0)
     }
@@ -218,15 +278,13 @@ impl Ledger {
         v
     }
 
-    /// Whether `owner` keeps any claim in `pool`.
+    /// Whether `owner` keeps any claim in `pool` (readable or not).
     pub fn holds(&self, owner: &Owner, pool: &str) -> bool {
         let book = self.read();
-        book.by_owner
-            .get(owner)
-            .into_iter()
-            .flatten()
-            .filter_map(|n| book.claims.get(n))
-            .any(|c| c.pool == pool)
+        book.by_owner.get(owner).into_iter().flatten().any(|n| {
+            book.claims.get(n).map(|c| c.pool.as_str()) == Some(pool)
+                || book.unreadable.get(n).map(|u| u.pool.as_str()) == Some(pool)
+        })
     }
 
     /// Claims reserved for pods of `ns` that no pod has taken yet (no pod uid recorded).
@@ -267,8 +325,8 @@ struct Book {
     pools: BTreeMap<String, Arc<Pool>>,
     free: HashMap<String, FreeSet>,
     claims: HashMap<String, Arc<ClaimInfo>>,
-    /// Claims that cannot be read, with why.
-    unreadable: HashMap<String, String>,
+    /// Claims that cannot be read.
+    unreadable: HashMap<String, Arc<Unreadable>>,
     per_pool: HashMap<String, usize>,
     /// Claim names by owner, for owners that are not bare pods (only those keep sets).
     by_owner: HashMap<Owner, Vec<String>>,
@@ -279,21 +337,55 @@ struct Book {
     claims_relist: Option<Claims>,
 }
 
-/// Readable claims and unreadable ones (with why), by name.
-type Claims = (HashMap<String, Arc<ClaimInfo>>, HashMap<String, String>);
+/// Readable claims and unreadable ones, by name.
+type Claims = (
+    HashMap<String, Arc<ClaimInfo>>,
+    HashMap<String, Arc<Unreadable>>,
+);
 
 /// Reads a claim into `into`; an unreadable one is logged when first seen that way.
-fn file(c: &IPClaim, into: &mut Claims, before: &HashMap<String, String>) {
+fn file(c: &IPClaim, into: &mut Claims, before: &HashMap<String, Arc<Unreadable>>) {
     let name = c.name_any();
     match ClaimInfo::read(c) {
         Ok(info) => {
             into.0.insert(name, Arc::new(info));
         }
         Err(why) => {
-            if before.get(&name) != Some(&why) {
-                tracing::warn!(claim = %name, reason = %why, "IPClaim cannot be read; it is left alone");
+            if before.get(&name).map(|u| &u.why) != Some(&why) {
+                tracing::warn!(claim = %name, reason = %why, "IPClaim cannot be read; its address stays taken and nothing else is done with it until it is fixed or deleted");
             }
-            into.1.insert(name, why);
+            into.1.insert(name, Arc::new(Unreadable::of(c, why)));
+        }
+    }
+}
+
+/// What every derived index needs of a claim, readable or not.
+struct Entry<'a> {
+    name: &'a str,
+    pool: &'a str,
+    owner: &'a Owner,
+    ip: Option<IpAddr>,
+    unbound: bool,
+}
+
+impl<'a> Entry<'a> {
+    fn of(c: &'a ClaimInfo) -> Entry<'a> {
+        Entry {
+            name: &c.name,
+            pool: &c.pool,
+            owner: &c.owner,
+            ip: Some(c.ip()),
+            unbound: unbound(c),
+        }
+    }
+
+    fn unreadable(u: &'a Unreadable) -> Entry<'a> {
+        Entry {
+            name: &u.name,
+            pool: &u.pool,
+            owner: &u.owner,
+            ip: u.ip,
+            unbound: false,
         }
     }
 }
@@ -362,9 +454,16 @@ impl Book {
             return;
         };
         let mut free = FreeSet::new(&u.usable);
-        for c in self.claims.values() {
-            let ip = c.ip();
-            if u.contains(&ip) && claim_name(pool.network(), &ip) == c.name {
+        let named = self
+            .claims
+            .values()
+            .map(|c| (c.name.as_str(), Some(c.ip())))
+            .chain(self.unreadable.values().map(|u| (u.name.as_str(), u.ip)));
+        for (name, ip) in named {
+            if let Some(ip) = ip
+                && u.contains(&ip)
+                && claim_name(pool.network(), &ip) == name
+            {
                 free.take(&ip);
             }
         }
@@ -393,9 +492,11 @@ impl Book {
     }
 
     fn remove_claim(&mut self, name: &str) {
-        self.unreadable.remove(name);
+        if let Some(old) = self.unreadable.remove(name) {
+            self.account(&Entry::unreadable(&old), false);
+        }
         if let Some(old) = self.claims.remove(name) {
-            self.account(&old, false);
+            self.account(&Entry::of(&old), false);
         }
     }
 
@@ -404,38 +505,41 @@ impl Book {
         let mut filed = Claims::default();
         file(c, &mut filed, &self.unreadable);
         self.remove_claim(&name);
-        self.unreadable.extend(filed.1);
+        for (name, u) in filed.1 {
+            self.account(&Entry::unreadable(&u), true);
+            self.unreadable.insert(name, u);
+        }
         for (name, info) in filed.0 {
-            self.account(&info, true);
+            self.account(&Entry::of(&info), true);
             self.claims.insert(name, info);
         }
     }
 
     /// Adds a claim to (or removes it from) every derived index.
-    fn account(&mut self, c: &ClaimInfo, add: bool) {
-        let name = &c.name;
-        let count = self.per_pool.entry(c.pool.clone()).or_default();
+    fn account(&mut self, c: &Entry<'_>, add: bool) {
+        let name = c.name;
+        let count = self.per_pool.entry(c.pool.to_string()).or_default();
         if add {
             *count += 1;
         } else {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                self.per_pool.remove(&c.pool);
+                self.per_pool.remove(c.pool);
             }
         }
         if c.owner.kind != "Pod" {
             let names = self.by_owner.entry(c.owner.clone()).or_default();
             if add {
-                names.push(name.clone());
+                names.push(name.to_string());
             } else {
                 names.retain(|n| n != name);
                 if names.is_empty() {
-                    self.by_owner.remove(&c.owner);
+                    self.by_owner.remove(c.owner);
                 }
             }
         }
-        if unbound(c) {
-            let ns = c.holder_namespace();
+        if c.unbound {
+            let ns = &c.owner.namespace;
             let n = self.unbound.entry(ns.to_string()).or_default();
             if add {
                 *n += 1;
@@ -446,11 +550,11 @@ impl Book {
                 }
             }
         }
-        let ip = c.ip();
+        let Some(ip) = c.ip else { return };
         for pool in self.pools.values() {
             if let (Ok(u), Some(free)) = (&pool.usable, self.free.get_mut(&pool.name))
                 && u.contains(&ip)
-                && claim_name(pool.network(), &ip) == *name
+                && claim_name(pool.network(), &ip) == name
             {
                 if add {
                     free.take(&ip);
@@ -474,7 +578,11 @@ impl Book {
             }
         }
         for c in &claims {
-            self.account(c, true);
+            self.account(&Entry::of(c), true);
+        }
+        let unreadable: Vec<Arc<Unreadable>> = self.unreadable.values().cloned().collect();
+        for u in &unreadable {
+            self.account(&Entry::unreadable(u), true);
         }
     }
 }
@@ -558,12 +666,40 @@ mod tests {
         assert_eq!(b.per_pool["p"], 1);
         assert_eq!(b.free["p"].len(), 5);
         assert!(b.unbound.is_empty());
-        // A claim that cannot be read is known by name, counted nowhere.
+        // A claim that cannot be read still takes the address its name stands for, counts
+        // in its pool, and is kept by its owner.
         let mut bad = claim("10.0.0.3", "p", bare("y"), json!({}));
         bad.spec.address = "garbage".into();
         b.claim_event(watcher::Event::Apply(bad.clone()));
         assert!(b.unreadable.contains_key("10-0-0-3"));
-        assert_eq!(b.per_pool["p"], 1);
+        assert_eq!(b.per_pool["p"], 2);
+        assert_eq!(b.free["p"].len(), 4);
+        assert!(!b.free["p"].contains(&ip("10.0.0.3")));
+        let mut odd = claim("10.0.0.4", "p", sts(2), json!({}));
+        odd.metadata.labels = Some([("pinip.io/retain".into(), "forever".into())].into());
+        b.claim_event(watcher::Event::Apply(odd.clone()));
+        let owner2: Owner = serde_json::from_value(sts(2)).unwrap();
+        assert_eq!(b.by_owner[&owner2], ["10-0-0-4"]);
+        assert_eq!(b.per_pool["p"], 3);
+        assert!(!b.free["p"].contains(&ip("10.0.0.4")));
+        // A relist keeps them taken; a pool rebuilt from scratch too.
+        b.claim_event(watcher::Event::Init);
+        for c in [
+            claim("10.0.0.1", "p", sts(0), json!({"name": "db-0", "uid": "u"})),
+            bad.clone(),
+            odd.clone(),
+        ] {
+            b.claim_event(watcher::Event::InitApply(c));
+        }
+        b.claim_event(watcher::Event::InitDone);
+        assert_eq!(b.per_pool["p"], 3);
+        assert_eq!(b.by_owner[&owner2], ["10-0-0-4"]);
+        b.pool_event(watcher::Event::Apply(pool("p", "10.0.0.0/28")));
+        assert!(!b.free["p"].contains(&ip("10.0.0.3")) && !b.free["p"].contains(&ip("10.0.0.4")));
+        b.pool_event(watcher::Event::Apply(pool("p", "10.0.0.0/29")));
+        b.claim_event(watcher::Event::Delete(odd));
+        assert!(!b.by_owner.contains_key(&owner2));
+        assert_eq!(b.per_pool["p"], 2);
         // Fixed (address and pool are immutable in the API, but the ledger does not rely on
         // it), then deleted.
         b.claim_event(watcher::Event::Apply(claim(

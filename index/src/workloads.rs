@@ -17,7 +17,7 @@ use kube::{Client, Resource};
 use pinip_api::owner::{Controllers, Looked};
 use tokio::sync::Notify;
 
-use crate::watch::drain;
+use crate::watch::drain_kept;
 
 #[derive(Clone)]
 pub struct Workloads {
@@ -27,14 +27,14 @@ pub struct Workloads {
 }
 
 impl Workloads {
-    /// Starts the watches (they run until the process exits); `changed` is poked on every
-    /// event.
+    /// Starts the watches (they run until the process exits); `changed` is poked when what
+    /// the caches keep of a workload changed (not on status writes, most of their events).
     pub fn start(client: &Client, changed: Option<Arc<Notify>>) -> Workloads {
         let (statefulsets, sts_w) = reflector::store();
         let (replicasets, rs_w) = reflector::store();
         let (deployments, deploy_w) = reflector::store();
         let cfg = watcher::Config::default();
-        tokio::spawn(drain(
+        tokio::spawn(drain_kept(
             "statefulsets",
             changed.clone(),
             reflector::reflector(
@@ -44,7 +44,7 @@ impl Workloads {
                     .default_backoff(),
             ),
         ));
-        tokio::spawn(drain(
+        tokio::spawn(drain_kept(
             "replicasets",
             changed.clone(),
             reflector::reflector(
@@ -54,7 +54,7 @@ impl Workloads {
                     .default_backoff(),
             ),
         ));
-        tokio::spawn(drain(
+        tokio::spawn(drain_kept(
             "deployments",
             changed,
             reflector::reflector(

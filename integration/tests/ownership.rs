@@ -204,6 +204,10 @@ async fn ownership_holds_against_tenants_and_replacements() -> Result<()> {
         "case 8: a forged AdmissionReview from anyone but kube-apiserver is refused",
         forged_reviews_refused(&stack).await,
     );
+    case(
+        "case 9: a claim pinip cannot read keeps its address",
+        unreadable_claim_keeps_its_address(&stack).await,
+    );
     case("at the end: settled", settled(&stack.client, None).await);
     ensure!(failed.is_empty(), "{}", failed.join("\n"));
     Ok(())
@@ -750,4 +754,154 @@ fn cluster_user_cert(
         "pinip-testbed-admin",
         Some("system:masters"),
     )
+}
+
+/// Case 9: an IPClaim the index cannot read (an unknown `pinip.io/retain` value, as after a
+/// version skew or a hand edit by pinip's own identity) still owns its address: its
+/// StatefulSet ordinal waits with a reason naming the claim instead of taking a fresh address,
+/// nobody else is given the address, and its pool cannot be deleted; once the claim is fixed
+/// the ordinal comes back on its address.
+async fn unreadable_claim_keeps_its_address(stack: &Stack) -> Result<()> {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use pinip_api::IPPool;
+    use pinip_integration::pinip::BINDER_USER;
+    let client = &stack.client;
+    // Five usable addresses (.2-.6), so that taking all the others is quick.
+    stack
+        .pool(
+            "odd",
+            json!({"cidr": "10.46.0.0/29", "gateway": "10.46.0.1"}),
+        )
+        .await?;
+    let ns = stack
+        .bed
+        .temp_namespace("unread", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "odd"},
+        "spec": {"replicas": 1, "serviceName": "odd",
+            "selector": {"matchLabels": {"app": "odd"}},
+            "template": {"metadata": {"labels": {"app": "odd"},
+                    "annotations": {"pinip.io/pool": "odd"}},
+                "spec": {"containers": [{"name": "app", "image": IMAGE}],
+                    "terminationGracePeriodSeconds": 0}}}}))?;
+    sets.create(&PostParams::default(), &sts).await?;
+    let first = pod_running(&pods, "odd-0").await?;
+    bound(client, &first).await?;
+    let (claim, addr) = allocated(&first)?;
+    // Only pinip's service accounts may write claims; act as the binder.
+    let kubeconfig = stack.bed.identity_kubeconfig(
+        &stack.bed.dir.join("case9-binder.kubeconfig"),
+        BINDER_USER,
+        Some("system:serviceaccounts"),
+    )?;
+    let as_binder = pinip_integration::controlplane::client_for(&kubeconfig).await?;
+    let claims: Api<IPClaim> = Api::all(as_binder);
+    let label = |v: Value| {
+        let claims = claims.clone();
+        let claim = claim.clone();
+        async move {
+            claims
+                .patch(
+                    &claim,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {"pinip.io/retain": v}}})),
+                )
+                .await
+        }
+    };
+    label(json!("forever")).await?;
+    pods.delete("odd-0", &DeleteParams::default()).await?;
+    let events: Api<CoreEvent> = Api::namespaced(client.clone(), &ns);
+    let msg = wait_for(
+        "the StatefulSet's FailedCreate event naming the unreadable claim",
+        Duration::from_secs(60),
+        || async {
+            Ok(events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+                .filter_map(|e| e.message)
+                .find(|m| m.contains("cannot be read")))
+        },
+    )
+    .await?;
+    eprintln!("case 9: {msg}");
+    ensure!(
+        msg.contains(&format!("IPClaim {claim}"))
+            && msg.contains(&format!("StatefulSet {ns}/odd"))
+            && msg.contains("pool odd"),
+        "{msg}"
+    );
+    if let Some(p) = pods.get_opt("odd-0").await? {
+        bail!(
+            "odd-0 was admitted while its claim is unreadable: {:?}",
+            p.annotations().get(ALLOCATION)
+        );
+    }
+    // The other four addresses go to bare pods; the fifth pod finds the pool exhausted.
+    for i in 0..4 {
+        let p = pods
+            .create(
+                &PostParams::default(),
+                &pod(
+                    json!({"name": format!("bare-{i}"), "annotations": {"pinip.io/pool": "odd"}}),
+                    json!({}),
+                )?,
+            )
+            .await?;
+        let (_, got) = allocated(&p)?;
+        ensure!(
+            got != addr,
+            "bare-{i} was given {addr}, the unreadable claim's address"
+        );
+        bound(client, &pod_running(&pods, &format!("bare-{i}")).await?).await?;
+    }
+    let msg = denied(
+        &pods,
+        &pod(
+            json!({"name": "bare-4", "annotations": {"pinip.io/pool": "odd"}}),
+            json!({}),
+        )?,
+    )
+    .await?;
+    ensure!(msg.contains("pool odd is exhausted"), "{msg}");
+    let pools: Api<IPPool> = Api::all(client.clone());
+    match pools.delete("odd", &DeleteParams::default()).await {
+        Ok(_) => bail!("pool odd deleted under its claims"),
+        Err(kube::Error::Api(s)) => ensure!(
+            s.message.contains("5 addresses are still claimed"),
+            "{}",
+            s.message
+        ),
+        Err(e) => return Err(e.into()),
+    }
+    // Fixed: the ordinal is admitted again, on its address (a touch of the StatefulSet
+    // spares waiting for its controller's backoff).
+    label(json!("ordinal")).await?;
+    let back = wait_for("odd-0 back", Duration::from_secs(60), || async {
+        sets.patch(
+            "odd",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"touch": format!("{:?}", Instant::now())}}}),
+            ),
+        )
+        .await?;
+        Ok(pods.get_opt("odd-0").await?)
+    })
+    .await?;
+    let (_, again) = allocated(&back)?;
+    ensure!(again == addr, "odd-0 came back on {again}, not {addr}");
+    no_duplicates(client, &ns).await?;
+    sets.delete("odd", &DeleteParams::default()).await?;
+    for i in 0..4 {
+        pods.delete(&format!("bare-{i}"), &DeleteParams::default())
+            .await?;
+    }
+    Ok(())
 }

@@ -167,13 +167,33 @@ impl Allocator {
         } else {
             Vec::new()
         };
+        // Members that cannot be read still belong to the set (their addresses stay taken).
+        let unreadable = if members.is_empty() && retain == Retain::Ordinal || retain == Retain::App
+        {
+            self.index.ledger.unreadable_members(owner, &pool)
+        } else {
+            Vec::new()
+        };
+        // A StatefulSet ordinal whose one claim is unreadable waits: a fresh address would
+        // strand the one it keeps.
+        if retain == Retain::Ordinal
+            && let Some(u) = unreadable.first()
+        {
+            return Err(Denial::UnreadableClaim {
+                claim: u.name.clone(),
+                owner: holder(owner),
+                pool: pool.clone(),
+                why: u.why.clone(),
+            });
+        }
+        let count = members.len() + unreadable.len();
         // An `app` set grows by a new claim only below its bound (`None`: unbounded).
         let room = |bound: &Option<SetBound>| -> Result<(), Denial> {
             match bound {
-                Some(b) if members.len() >= b.size as usize => Err(Denial::SetFull {
+                Some(b) if count >= b.size as usize => Err(Denial::SetFull {
                     set: holder(owner),
                     pool: pool.clone(),
-                    members: members.len(),
+                    members: count,
                     bound: b.clone(),
                 }),
                 _ => Ok(()),

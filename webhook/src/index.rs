@@ -51,6 +51,9 @@ impl Index {
                 ClaimEvent::Applied(name) => {
                     pending.lock().expect("pending lock").remove(name);
                 }
+                // Each relisted claim came as Applied; deletions missed during the outage are
+                // not known as such (their cooldown does not apply).
+                ClaimEvent::Relisted => {}
             }
         };
         let index = Index {

@@ -60,6 +60,15 @@ pub enum Denial {
         members: usize,
         bound: SetBound,
     },
+    #[error(
+        "IPClaim {claim} keeps the address of {owner} in pool {pool} but cannot be read ({why}); the pod waits until an administrator fixes or deletes that claim"
+    )]
+    UnreadableClaim {
+        claim: String,
+        owner: String,
+        pool: String,
+        why: String,
+    },
     #[error("{0}")]
     Retain(String),
     #[error("pinip.io/allocation is written only by the pinip webhook; remove it from the pod")]
@@ -87,6 +96,7 @@ impl Denial {
             Denial::AddressHeld { .. } => "address_held",
             Denial::ClaimHeld { .. } => "claim_held",
             Denial::SetFull { .. } => "set_full",
+            Denial::UnreadableClaim { .. } => "unreadable_claim",
             Denial::Retain(_) => "bad_retain",
             Denial::TooManyReservations { .. } => "too_many_reservations",
             Denial::AllocationSupplied => "allocation_supplied",
@@ -104,7 +114,8 @@ impl Denial {
             | Denial::AddressNotInPool { pool, .. }
             | Denial::BadPool { pool, .. }
             | Denial::Exhausted { pool, .. }
-            | Denial::SetFull { pool, .. } => Some(pool),
+            | Denial::SetFull { pool, .. }
+            | Denial::UnreadableClaim { pool, .. } => Some(pool),
             _ => None,
         }
     }

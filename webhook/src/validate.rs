@@ -2,6 +2,8 @@
 //! on IPPools (valid, non-overlapping, never stranding a live claim). Who writes IPClaims is
 //! the ValidatingAdmissionPolicy pinip-claim-writers' job, inside kube-apiserver.
 
+use std::net::IpAddr;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::core::DynamicObject;
@@ -205,14 +207,23 @@ fn records(claim: &ClaimInfo, p: &Pod, ns: &str) -> bool {
 async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(), Verdict> {
     let name = req.name.clone();
     let deny = |why: String| Verdict::Deny(format!("pinip: IPPool {name}: {why}"));
-    let claims_of = |pool: &str| state.index.ledger.claims_of(pool);
+    let ledger = &state.index.ledger;
+    // Every claimed address of the pool, readable claims or not (an unreadable claim's
+    // address is the one its name stands for).
+    let claimed = |pool: &str| -> Vec<IpAddr> {
+        let readable = ledger.claims_of(pool).into_iter().map(|c| c.ip());
+        let unreadable = ledger.unreadable_of(pool).into_iter().filter_map(|u| u.ip);
+        readable.chain(unreadable).collect()
+    };
     if req.operation == Operation::Delete {
-        let live = claims_of(&name);
-        if !live.is_empty() {
+        let count = ledger.claimed(&name);
+        if count > 0 {
+            let example = claimed(&name)
+                .first()
+                .map(|ip| format!(" (e.g. {ip})"))
+                .unwrap_or_default();
             return Err(deny(format!(
-                "{} addresses are still claimed (e.g. {}); delete their pods or workloads first",
-                live.len(),
-                live[0].address
+                "{count} addresses are still claimed{example}; delete their pods or workloads first"
             )));
         }
         return Ok(());
@@ -235,17 +246,17 @@ async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<()
     if req.operation == Operation::Update
         && let Some(old) = typed::<IPPool>(req.old_object.as_ref())?
     {
-        let live = claims_of(&name);
-        if old.spec.network != new.spec.network && !live.is_empty() {
+        let live = claimed(&name);
+        if old.spec.network != new.spec.network && ledger.claimed(&name) > 0 {
             return Err(deny(format!(
                 "network cannot change while {} addresses are claimed",
-                live.len()
+                ledger.claimed(&name)
             )));
         }
         let stranded: Vec<String> = live
             .iter()
-            .filter(|c| !usable.contains(&c.ip()))
-            .map(|c| c.address.to_string())
+            .filter(|ip| !usable.contains(ip))
+            .map(|ip| ip.to_string())
             .collect();
         if !stranded.is_empty() {
             return Err(deny(format!(

@@ -48,6 +48,15 @@ impl ClaimInfo {
             c.spec.address.parse().map_err(|_| {
                 format!("spec.address {:?} is not an address/prefix", c.spec.address)
             })?;
+        // The name is the lock: a claim whose fields say another address would leave both
+        // looking free.
+        if let Ok((_, named)) = crate::parse_claim_name(&name)
+            && named != address.addr()
+        {
+            return Err(format!(
+                "its name stands for {named} but spec.address is {address}"
+            ));
+        }
         let retain = match c.labels().get(RETAIN_LABEL) {
             Some(v) => v.parse::<Retain>().map_err(|e| format!("label {e}"))?,
             None => owner::default_retain(&c.spec.owner),
@@ -157,5 +166,16 @@ mod tests {
         let mut bad = c.clone();
         bad.spec.address = "nope".into();
         assert!(ClaimInfo::read(&bad).is_err());
+        // The name is the lock: fields that say another address are not believed.
+        let mut other = c.clone();
+        other.spec.address = "10.0.0.6/24".into();
+        let why = ClaimInfo::read(&other).unwrap_err();
+        assert!(why.contains("stands for 10.0.0.5"), "{why}");
+        let mut unnamed = c.clone();
+        unnamed.metadata.name = Some("legacy".into());
+        assert!(
+            ClaimInfo::read(&unnamed).is_ok(),
+            "names that are no address are not checked"
+        );
     }
 }

@@ -103,5 +103,12 @@ pub fn pool_spec_rules() -> Value {
             "!has(self.ranges) || !isCIDR(self.cidr) || self.ranges.all(r, r.split('-').all(p, !isIP(p) || cidr(self.cidr).containsIP(p)))",
             "every range must lie inside cidr",
         ),
+        // Claim names carry the network, so a pool that changed network would no longer see
+        // its claims' addresses as taken; checked here, not against a watch cache that may
+        // lag behind a claim being created.
+        rule(
+            "(has(self.network) ? self.network : '') == (has(oldSelf.network) ? oldSelf.network : '')",
+            "network is immutable: create a new pool for another network",
+        ),
     ])
 }

@@ -32,7 +32,8 @@ use crate::workload::{Lookups, WORKLOAD_ANNOTATION};
 /// the write was based on.
 const IN_FLIGHT_TTL: Duration = Duration::from_secs(10);
 
-/// When a release the API server refused (the claim still held) is decided again.
+/// When a release the API server refused (the claim still held) is first decided again; each
+/// refusal in a row doubles it, up to the resync interval.
 const HELD_RETRY: Duration = Duration::from_secs(5);
 
 /// What the reconcile loop shares.
@@ -81,6 +82,13 @@ pub async fn run(
     }
 }
 
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A standby keeps its watches warm but decides nothing: what they report is dropped (a term
 /// starts with a full pass). Never returns.
 async fn discard_changes(index: &Index) {
@@ -99,6 +107,52 @@ pub struct Reconciler {
     logged: HashSet<(String, String)>,
     pools_written: HashMap<String, (String, IPPoolStatus)>,
     failures: u32,
+    held: HeldClaims,
+}
+
+/// Claims whose release the API server refused, and when each is decided again.
+#[derive(Default)]
+struct HeldClaims(HashMap<String, (u32, Option<Instant>)>);
+
+impl HeldClaims {
+    /// One more refusal in a row: the next retry is twice as far (logged the first time).
+    fn refused(&mut self, claim: String, by: &str, cap: Duration) {
+        let (n, due) = self.0.entry(claim.clone()).or_insert((0, None));
+        *n += 1;
+        let wait = HELD_RETRY.saturating_mul(1 << (*n - 1).min(10)).min(cap);
+        *due = Some(Instant::now() + wait);
+        if *n == 1 {
+            tracing::info!(claim = %claim, held_by = %by, retry_in = ?wait, "claim still held; not releasing");
+        } else {
+            tracing::debug!(claim = %claim, held_by = %by, refusals = *n, retry_in = ?wait, "claim still held; not releasing");
+        }
+    }
+
+    fn remove(&mut self, claim: &str) {
+        self.0.remove(claim);
+    }
+
+    /// The claims due by `now` (each handed out once per refusal).
+    fn due(&mut self, now: Instant) -> Vec<String> {
+        let mut v = Vec::new();
+        for (name, (_, due)) in &mut self.0 {
+            if due.is_some_and(|d| d <= now) {
+                *due = None;
+                v.push(name.clone());
+            }
+        }
+        v
+    }
+
+    /// Forgets claims that were decided again and not refused (released, or no longer to
+    /// be released).
+    fn settle(&mut self) {
+        self.0.retain(|_, (_, due)| due.is_some());
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.0.values().filter_map(|(_, d)| *d).min()
+    }
 }
 
 /// Claims this binder wrote whose watch has not caught up yet. A claim stays here while the
@@ -143,8 +197,8 @@ enum Done {
     /// Nothing written (e.g. the claim is gone).
     Skipped,
     /// Not released: the API server shows the claim still held (our watch lags, or a pod is
-    /// being admitted on it). Decided again after [`HELD_RETRY`] even if no event comes.
-    Held,
+    /// being admitted on it). Decided again after a backoff even if no event comes.
+    Held { claim: String, by: String },
 }
 
 impl Reconciler {
@@ -156,6 +210,7 @@ impl Reconciler {
             logged: HashSet::new(),
             pools_written: HashMap::new(),
             failures: 0,
+            held: HeldClaims::default(),
         }
     }
 
@@ -167,6 +222,12 @@ impl Reconciler {
         self.ctx.index.changes.take();
         let mut next_full = Instant::now();
         loop {
+            let now = Instant::now();
+            let due = self.held.due(now);
+            self.ctx
+                .index
+                .changes
+                .claims(due.iter().map(String::as_str));
             let changed = self.ctx.index.changes.take();
             let full = changed.everything || Instant::now() >= next_full;
             let scope = (!full).then_some(changed.claims);
@@ -178,6 +239,8 @@ impl Reconciler {
                     tokio::time::sleep(self.ctx.debounce).await;
                 }
                 _ = tokio::time::sleep_until(next_full.into()) => {}
+                // A held claim's retry: a pass over that claim only.
+                _ = sleep_until_some(self.held.next()) => {}
             }
         }
     }
@@ -240,7 +303,7 @@ impl Reconciler {
             &ctx.policy,
         );
 
-        let (mut errors, mut held) = (0u32, 0u32);
+        let mut errors = 0u32;
         // A reconcile of some claims says nothing about the conflicts of the others.
         let in_scope = scope.as_ref().map(|names| {
             names
@@ -267,10 +330,11 @@ impl Reconciler {
         for r in results {
             match r {
                 Ok(Done::Written { claim, stale }) => {
+                    self.held.remove(&claim);
                     self.in_flight.record(claim, stale, Instant::now());
                 }
                 Ok(Done::Skipped) => {}
-                Ok(Done::Held) => held += 1,
+                Ok(Done::Held { claim, by }) => self.held.refused(claim, &by, ctx.resync),
                 Err(e) => {
                     errors += 1;
                     ctx.metrics.error(e.metric_label());
@@ -282,6 +346,7 @@ impl Reconciler {
                 }
             }
         }
+        self.held.settle();
         errors += self.pool_status(now).await;
 
         let result = if errors == 0 { "ok" } else { "error" };
@@ -297,9 +362,6 @@ impl Reconciler {
         let mut wake = plan.wake_in.unwrap_or(ctx.resync);
         if let Some(expiry) = self.in_flight.next_expiry(Instant::now()) {
             wake = wake.min(expiry.max(Duration::from_millis(100)));
-        }
-        if held > 0 {
-            wake = wake.min(HELD_RETRY);
         }
         if looked_up.iter().any(|ok| *ok) {
             wake = wake.min(Duration::from_millis(100));
@@ -478,8 +540,10 @@ async fn execute(ctx: &Context, action: Action) -> Result<Done, Error> {
         })?;
         if let Err(held) = free {
             ctx.metrics.kept_held.inc();
-            tracing::info!(claim = %action.claim(), held_by = %held, reason = ?action.why().map(Why::metric_label), "claim still held; not releasing");
-            return Ok(Done::Held);
+            return Ok(Done::Held {
+                claim: action.claim().to_string(),
+                by: held.to_string(),
+            });
         }
     }
     let label = |action: &'static str, reason: &'static str| WriteLabels { action, reason };
@@ -635,6 +699,33 @@ async fn event(ctx: &Context, pod: &PodKey, reason: Reason, note: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_claims_back_off_and_are_forgotten_once_decided() {
+        let mut h = HeldClaims::default();
+        let cap = Duration::from_secs(30);
+        h.refused("c".into(), "pod a/x", cap);
+        let first = h.next().unwrap();
+        assert!(h.due(Instant::now()).is_empty(), "not due yet");
+        let later = first + Duration::from_millis(1);
+        assert_eq!(h.due(later), ["c"]);
+        assert!(h.due(later).is_empty(), "handed out once per refusal");
+        assert_eq!(h.next(), None);
+        // Refused again: twice as far; then 4x, then capped.
+        let t = Instant::now();
+        h.refused("c".into(), "pod a/x", cap);
+        let d2 = h.next().unwrap() - t;
+        assert!(d2 >= HELD_RETRY * 2 && d2 < HELD_RETRY * 2 + Duration::from_secs(1));
+        for _ in 0..10 {
+            h.refused("c".into(), "pod a/x", cap);
+        }
+        assert!(h.next().unwrap() - Instant::now() <= cap);
+        h.settle();
+        assert!(h.next().is_some(), "a scheduled retry is kept");
+        h.due(Instant::now() + cap * 2);
+        h.settle();
+        assert!(h.0.is_empty(), "decided without a refusal: forgotten");
+    }
 
     #[test]
     fn in_flight_until_the_watch_shows_a_newer_version() {

@@ -28,7 +28,7 @@ use crate::pool::Pool;
 /// A claim event, as the ledger saw it (after its own books are updated).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClaimEvent<'a> {
-    /// Created or changed (also for each claim of a relist).
+    /// Created or changed.
     Applied(&'a str),
     Deleted(&'a str),
     /// A relist is done: the books were replaced at once, so any claim may have changed
@@ -122,10 +122,12 @@ impl Ledger {
                     match ev {
                         Ok(ev) => {
                             let done = matches!(ev, watcher::Event::InitDone);
+                            // A relisted claim is not in the books until the relist is done:
+                            // it is announced by `Relisted`, not one by one.
                             let name = match &ev {
-                                watcher::Event::Apply(c)
-                                | watcher::Event::InitApply(c)
-                                | watcher::Event::Delete(c) => Some(c.name_any()),
+                                watcher::Event::Apply(c) | watcher::Event::Delete(c) => {
+                                    Some(c.name_any())
+                                }
                                 _ => None,
                             };
                             let deleted = matches!(ev, watcher::Event::Delete(_));

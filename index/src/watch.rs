@@ -100,7 +100,11 @@ fn fingerprint<K: Resource + serde::Serialize + Clone>(o: &K) -> (Key, u64) {
     o.meta_mut().resource_version = None;
     o.meta_mut().generation = None;
     let mut h = DefaultHasher::new();
-    serde_json::to_vec(&o).unwrap_or_default().hash(&mut h);
+    match serde_json::to_vec(&o) {
+        Ok(bytes) => bytes.hash(&mut h),
+        // Unprintable: never equal to a previous print, so it counts as a change.
+        Err(_) => std::time::Instant::now().hash(&mut h),
+    }
     (key, h.finish())
 }
 

@@ -91,7 +91,11 @@ async fn containerd_runs_the_chain_with_pinip() -> Result<()> {
                     let (pods, p) = (pods.clone(), p.clone());
                     async move {
                         match pods.create(&PostParams::default(), &p).await {
-                            Err(kube::Error::Api(s)) if s.message.contains("no default pool") => {
+                            // The webhook's pool watch may not have caught up yet.
+                            Err(kube::Error::Api(s))
+                                if s.message.contains("no default pool")
+                                    || s.message.contains("does not exist") =>
+                            {
                                 Ok(None)
                             }
                             other => Ok(Some(other?)),

@@ -175,5 +175,36 @@ async fn crds_load_validate_and_print() -> Result<()> {
         .await
         .expect_err("address change accepted");
     assert!(err.to_string().contains("immutable"), "{err}");
+
+    // Nor a pool's network: claim names carry it, so a pool that moved to another network
+    // would see its claimed addresses as free.
+    for (from, to) in [
+        (None, Some("net1")),
+        (Some("net1"), Some("net2")),
+        (Some("net1"), None),
+    ] {
+        let name = format!("net-{id}-{}", from.unwrap_or("primary"));
+        let mut spec = json!({"cidr": "10.21.0.0/24"});
+        if let Some(n) = from {
+            spec["network"] = json!(n);
+        }
+        if pools.get_opt(&name).await?.is_none() {
+            pools
+                .create(&PostParams::default(), &pool(&name, spec))
+                .await?;
+        }
+        let err = pools
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"network": to}})),
+            )
+            .await
+            .expect_err("network change accepted");
+        assert!(
+            err.to_string().contains("network is immutable"),
+            "{from:?} -> {to:?}: {err}"
+        );
+    }
     Ok(())
 }

@@ -220,7 +220,8 @@ impl Allocator {
                 Ok(created) => {
                     let d = decided(ip, name, Some(created));
                     if let Some(b) = &set_bound {
-                        self.check_set_size(&d, owner, b, &members).await?;
+                        self.check_set_size(&d, owner, b, &members, !unreadable.is_empty())
+                            .await?;
                     }
                     Ok(d)
                 }
@@ -325,7 +326,8 @@ impl Allocator {
                     Ok(created) => {
                         let d = decided(ip, name, Some(created));
                         if let Some(b) = &set_bound {
-                            self.check_set_size(&d, owner, b, &members).await?;
+                            self.check_set_size(&d, owner, b, &members, !unreadable.is_empty())
+                                .await?;
                         }
                         return Ok(d);
                     }
@@ -392,17 +394,21 @@ impl Allocator {
         owner: &Owner,
         bound: &SetBound,
         members: &[Arc<ClaimInfo>],
+        unreadable: bool,
     ) -> Result<(), Denial> {
         let pool = d.chosen.name();
         // Members created before claims carried the set's labels are found only by their
-        // retain label (a wider list, until a handover has labelled them).
+        // retain label (a wider list, until a handover has labelled them); a member the index
+        // cannot read may carry neither (its retain label may be what is unreadable), so then
+        // every claim is listed.
         let labelled = members.iter().all(|m| m.labelled);
-        let selector = if labelled {
-            pinip_api::set::selector(owner)
-        } else {
-            format!("{RETAIN_LABEL}={}", Retain::App)
+        let lp = match (unreadable, labelled) {
+            (true, _) => ListParams::default(),
+            (false, true) => ListParams::default().labels(&pinip_api::set::selector(owner)),
+            (false, false) => {
+                ListParams::default().labels(&format!("{RETAIN_LABEL}={}", Retain::App))
+            }
         };
-        let lp = ListParams::default().labels(&selector);
         let members = match self.api.list(&lp).await {
             Ok(l) => l
                 .items

@@ -51,8 +51,8 @@ impl Index {
                 ClaimEvent::Applied(name) => {
                     pending.lock().expect("pending lock").remove(name);
                 }
-                // Each relisted claim came as Applied; deletions missed during the outage are
-                // not known as such (their cooldown does not apply).
+                // Claims this replica created stay marked until their TTL; deletions missed
+                // while the watch was down are not known as such (no cool-down for them).
                 ClaimEvent::Relisted => {}
             }
         };

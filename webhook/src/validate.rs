@@ -243,16 +243,9 @@ async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<()
             )));
         }
     }
-    if req.operation == Operation::Update
-        && let Some(old) = typed::<IPPool>(req.old_object.as_ref())?
-    {
+    if req.operation == Operation::Update {
+        // `network` is immutable in the CRD itself (claim names carry it).
         let live = claimed(&name);
-        if old.spec.network != new.spec.network && ledger.claimed(&name) > 0 {
-            return Err(deny(format!(
-                "network cannot change while {} addresses are claimed",
-                ledger.claimed(&name)
-            )));
-        }
         let stranded: Vec<String> = live
             .iter()
             .filter(|ip| !usable.contains(ip))

@@ -116,15 +116,15 @@ struct HeldClaims(HashMap<String, (u32, Option<Instant>)>);
 
 impl HeldClaims {
     /// One more refusal in a row: the next retry is twice as far (logged the first time).
-    fn refused(&mut self, claim: String, by: &str, cap: Duration) {
+    fn refused(&mut self, claim: String, by: &str, why: &str, cap: Duration) {
         let (n, due) = self.0.entry(claim.clone()).or_insert((0, None));
         *n += 1;
         let wait = HELD_RETRY.saturating_mul(1 << (*n - 1).min(10)).min(cap);
         *due = Some(Instant::now() + wait);
         if *n == 1 {
-            tracing::info!(claim = %claim, held_by = %by, retry_in = ?wait, "claim still held; not releasing");
+            tracing::info!(claim = %claim, held_by = %by, reason = why, retry_in = ?wait, "claim still held; not releasing");
         } else {
-            tracing::debug!(claim = %claim, held_by = %by, refusals = *n, retry_in = ?wait, "claim still held; not releasing");
+            tracing::debug!(claim = %claim, held_by = %by, reason = why, refusals = *n, retry_in = ?wait, "claim still held; not releasing");
         }
     }
 
@@ -198,7 +198,11 @@ enum Done {
     Skipped,
     /// Not released: the API server shows the claim still held (our watch lags, or a pod is
     /// being admitted on it). Decided again after a backoff even if no event comes.
-    Held { claim: String, by: String },
+    Held {
+        claim: String,
+        by: String,
+        why: &'static str,
+    },
 }
 
 impl Reconciler {
@@ -334,7 +338,7 @@ impl Reconciler {
                     self.in_flight.record(claim, stale, Instant::now());
                 }
                 Ok(Done::Skipped) => {}
-                Ok(Done::Held { claim, by }) => self.held.refused(claim, &by, ctx.resync),
+                Ok(Done::Held { claim, by, why }) => self.held.refused(claim, &by, why, ctx.resync),
                 Err(e) => {
                     errors += 1;
                     ctx.metrics.error(e.metric_label());
@@ -543,6 +547,7 @@ async fn execute(ctx: &Context, action: Action) -> Result<Done, Error> {
             return Ok(Done::Held {
                 claim: action.claim().to_string(),
                 by: held.to_string(),
+                why: action.why().map_or("", Why::metric_label),
             });
         }
     }
@@ -704,7 +709,7 @@ mod tests {
     fn held_claims_back_off_and_are_forgotten_once_decided() {
         let mut h = HeldClaims::default();
         let cap = Duration::from_secs(30);
-        h.refused("c".into(), "pod a/x", cap);
+        h.refused("c".into(), "pod a/x", "pod_gone", cap);
         let first = h.next().unwrap();
         assert!(h.due(Instant::now()).is_empty(), "not due yet");
         let later = first + Duration::from_millis(1);
@@ -713,11 +718,11 @@ mod tests {
         assert_eq!(h.next(), None);
         // Refused again: twice as far; then 4x, then capped.
         let t = Instant::now();
-        h.refused("c".into(), "pod a/x", cap);
+        h.refused("c".into(), "pod a/x", "pod_gone", cap);
         let d2 = h.next().unwrap() - t;
         assert!(d2 >= HELD_RETRY * 2 && d2 < HELD_RETRY * 2 + Duration::from_secs(1));
         for _ in 0..10 {
-            h.refused("c".into(), "pod a/x", cap);
+            h.refused("c".into(), "pod a/x", "pod_gone", cap);
         }
         assert!(h.next().unwrap() - Instant::now() <= cap);
         h.settle();

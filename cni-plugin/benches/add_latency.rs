@@ -1,7 +1,8 @@
 //! ADD latency, exec to result: the `pinip` binary as IPAM (annotations from runtimeConfig, the
 //! path containerd takes) against Debian's `host-local` IPAM (fresh temporary dataDir, same
-//! range), interleaved in one run. Needs no cluster and no root; needs
-//! /usr/lib/cni/host-local (`apt-get install -y containernetworking-plugins`).
+//! range) and against the physical limit, a static no-op binary (C, built here with `cc
+//! -static`) that reads the same stdin and exits; interleaved in one run. Needs no cluster and
+//! no root; needs /usr/lib/cni/host-local (`apt-get install -y containernetworking-plugins`).
 //!
 //! Run: `cargo bench -p pinip-cni --bench add_latency` (PINIP_BENCH_CALLS sets the number of
 //! measured calls per plugin; default 300, at least 200).
@@ -18,7 +19,7 @@ const WARMUP: usize = 10;
 
 const ALLOCATION: &str = r#"{"version":1,"interfaces":[{"name":"eth0","ips":[{"address":"10.20.0.5/16","gateway":"10.20.0.1","pool":"blue","claim":"10-20-0-5"}],"routes":[{"dst":"0.0.0.0/0","gw":"10.20.0.1"}]}]}"#;
 
-fn add(binary: &str, conf: &Value, container_id: &str) -> Result<(Duration, Value), String> {
+fn add(binary: &str, conf: &Value, container_id: &str) -> Result<(Duration, Vec<u8>), String> {
     let stdin = conf.to_string();
     let start = Instant::now();
     let mut child = Command::new(binary)
@@ -53,9 +54,31 @@ fn add(binary: &str, conf: &Value, container_id: &str) -> Result<(Duration, Valu
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("{binary} printed no JSON result: {e}"))?;
-    Ok((took, v))
+    Ok((took, out.stdout))
+}
+
+/// A static no-op executable fed the same stdin: what any exec'd plugin costs at least.
+fn build_noop(dir: &Path) -> Result<String, String> {
+    let src = dir.join("noop.c");
+    let bin = dir.join("noop");
+    std::fs::write(
+        &src,
+        "#include <unistd.h>\nint main(void){char b[4096];while(read(0,b,sizeof b)>0){}return 0;}\n",
+    )
+    .map_err(|e| format!("write {}: {e}", src.display()))?;
+    let out = Command::new("cc")
+        .args(["-O2", "-static", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .map_err(|e| format!("cc: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cc -static failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(bin.display().to_string())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -106,29 +129,53 @@ fn main() -> ExitCode {
         }
     });
 
-    let mut pinip_times = Vec::with_capacity(calls);
-    let mut host_local_times = Vec::with_capacity(calls);
+    let noop = match build_noop(data_dir.path()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("add_latency: cannot build the no-op yardstick: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // (label, binary, config, whether it must print an IPAM result)
+    let runs: [(&str, &str, &Value, bool); 3] = [
+        (
+            "pinip (runtimeConfig annotations)",
+            pinip,
+            &pinip_conf,
+            true,
+        ),
+        (
+            "host-local (fresh dataDir, same range)",
+            HOST_LOCAL,
+            &host_local_conf,
+            true,
+        ),
+        ("static no-op, same stdin", &noop, &pinip_conf, false),
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(calls); runs.len()];
     for i in 0..(WARMUP + calls) {
         let id = format!("bench{i:06}");
-        // Alternate which goes first so neither always runs on a warmer cache.
-        let order: [(&str, &Value); 2] = if i % 2 == 0 {
-            [(pinip, &pinip_conf), (HOST_LOCAL, &host_local_conf)]
-        } else {
-            [(HOST_LOCAL, &host_local_conf), (pinip, &pinip_conf)]
-        };
-        for (binary, conf) in order {
+        // Rotate which goes first so none always runs on a warmer cache.
+        for k in 0..runs.len() {
+            let j = (i + k) % runs.len();
+            let (_, binary, conf, ipam) = runs[j];
             match add(binary, conf, &id) {
-                Ok((took, result)) => {
-                    if result["ips"][0]["address"].as_str().is_none() {
-                        eprintln!("add_latency: {binary} returned no address: {result}");
-                        return ExitCode::FAILURE;
+                Ok((took, stdout)) => {
+                    if ipam {
+                        let result: Value = match serde_json::from_slice(&stdout) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                eprintln!("add_latency: {binary} printed no JSON result: {e}");
+                                return ExitCode::FAILURE;
+                            }
+                        };
+                        if result["ips"][0]["address"].as_str().is_none() {
+                            eprintln!("add_latency: {binary} returned no address: {result}");
+                            return ExitCode::FAILURE;
+                        }
                     }
                     if i >= WARMUP {
-                        if binary == pinip {
-                            pinip_times.push(took);
-                        } else {
-                            host_local_times.push(took);
-                        }
+                        times[j].push(took);
                     }
                 }
                 Err(e) => {
@@ -139,25 +186,22 @@ fn main() -> ExitCode {
         }
     }
 
-    let (p_med, p_p99) = stats(&mut pinip_times);
-    let (h_med, h_p99) = stats(&mut host_local_times);
     println!(
         "ADD latency, exec to result, {calls} calls each (after {WARMUP} warm-up calls), interleaved:"
     );
+    let mut medians = Vec::new();
+    for ((label, ..), t) in runs.iter().zip(times.iter_mut()) {
+        let (med, p99) = stats(t);
+        println!("  {label}: median {:.3} ms  p99 {:.3} ms", ms(med), ms(p99));
+        medians.push(ms(med));
+    }
     println!(
-        "  pinip (runtimeConfig annotations): median {:.3} ms  p99 {:.3} ms",
-        ms(p_med),
-        ms(p_p99)
+        "  ratio pinip / host-local: median {:.2}",
+        medians[0] / medians[1]
     );
     println!(
-        "  host-local (fresh dataDir, same range): median {:.3} ms  p99 {:.3} ms",
-        ms(h_med),
-        ms(h_p99)
-    );
-    println!(
-        "  ratio pinip / host-local: median {:.2}  p99 {:.2}",
-        ms(p_med) / ms(h_med),
-        ms(p_p99) / ms(h_p99)
+        "  ratio pinip / static no-op exec: median {:.2}",
+        medians[0] / medians[2]
     );
     ExitCode::SUCCESS
 }

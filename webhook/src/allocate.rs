@@ -3,6 +3,7 @@
 //! so any number of webhook replicas can allocate at once. Candidates come from the watch
 //! index, so the common case is a single write.
 
+use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -187,6 +188,7 @@ impl Allocator {
             });
         }
         let count = members.len() + unreadable.len();
+        let unreadable_names: Vec<String> = unreadable.iter().map(|u| u.name.clone()).collect();
         // An `app` set grows by a new claim only below its bound (`None`: unbounded).
         let room = |bound: &Option<SetBound>| -> Result<(), Denial> {
             match bound {
@@ -220,7 +222,7 @@ impl Allocator {
                 Ok(created) => {
                     let d = decided(ip, name, Some(created));
                     if let Some(b) = &set_bound {
-                        self.check_set_size(&d, owner, b, &members, !unreadable.is_empty())
+                        self.check_set_size(&d, owner, b, &members, &unreadable_names)
                             .await?;
                     }
                     Ok(d)
@@ -326,7 +328,7 @@ impl Allocator {
                     Ok(created) => {
                         let d = decided(ip, name, Some(created));
                         if let Some(b) = &set_bound {
-                            self.check_set_size(&d, owner, b, &members, !unreadable.is_empty())
+                            self.check_set_size(&d, owner, b, &members, &unreadable_names)
                                 .await?;
                         }
                         return Ok(d);
@@ -394,36 +396,52 @@ impl Allocator {
         owner: &Owner,
         bound: &SetBound,
         members: &[Arc<ClaimInfo>],
-        unreadable: bool,
+        unreadable: &[String],
     ) -> Result<(), Denial> {
         let pool = d.chosen.name();
         // Members created before claims carried the set's labels are found only by their
-        // retain label (a wider list, until a handover has labelled them); a member the index
-        // cannot read may carry neither (its retain label may be what is unreadable), so then
-        // every claim is listed.
+        // retain label (a wider list, until a handover has labelled them); members the index
+        // cannot read may carry neither (their retain label may be what is unreadable), so
+        // they are read by name.
         let labelled = members.iter().all(|m| m.labelled);
-        let lp = match (unreadable, labelled) {
-            (true, _) => ListParams::default(),
-            (false, true) => ListParams::default().labels(&pinip_api::set::selector(owner)),
-            (false, false) => {
-                ListParams::default().labels(&format!("{RETAIN_LABEL}={}", Retain::App))
-            }
+        let selector = if labelled {
+            pinip_api::set::selector(owner)
+        } else {
+            format!("{RETAIN_LABEL}={}", Retain::App)
         };
-        let members = match self.api.list(&lp).await {
+        let member = |k: &IPClaim| {
+            k.spec.pool == pool && k.spec.owner == *owner && k.metadata.deletion_timestamp.is_none()
+        };
+        let mut names: HashSet<String> = match self
+            .api
+            .list(&ListParams::default().labels(&selector))
+            .await
+        {
             Ok(l) => l
                 .items
                 .iter()
-                .filter(|k| {
-                    k.spec.pool == pool
-                        && k.spec.owner == *owner
-                        && k.metadata.deletion_timestamp.is_none()
-                })
-                .count(),
+                .filter(|k| member(k))
+                .map(|k| k.name_any())
+                .collect(),
             Err(e) => {
                 self.rollback(std::slice::from_ref(d)).await;
                 return Err(Denial::Api(format!("counting the address set: {e}")));
             }
         };
+        let unlisted: Vec<&String> = unreadable.iter().filter(|n| !names.contains(*n)).collect();
+        for name in unlisted {
+            match self.api.get_opt(name).await {
+                Ok(Some(k)) if member(&k) => {
+                    names.insert(name.clone());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.rollback(std::slice::from_ref(d)).await;
+                    return Err(Denial::Api(format!("counting the address set: {e}")));
+                }
+            }
+        }
+        let members = names.len();
         if members <= bound.size as usize {
             return Ok(());
         }

@@ -243,8 +243,16 @@ async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<()
             )));
         }
     }
-    if req.operation == Operation::Update {
-        // `network` is immutable in the CRD itself (claim names carry it).
+    if req.operation == Operation::Update
+        && let Some(old) = typed::<IPPool>(req.old_object.as_ref())?
+    {
+        // `network` is immutable in the CRD itself (claim names carry it); this is the
+        // backstop for a cluster whose CRD predates that rule.
+        if old.spec.network != new.spec.network {
+            return Err(deny(
+                "network is immutable: create a new pool for another network".into(),
+            ));
+        }
         let live = claimed(&name);
         let stranded: Vec<String> = live
             .iter()

@@ -16,7 +16,7 @@ use pinip_webhook::client_auth::ClientAuth;
 use pinip_webhook::index::Index;
 use pinip_webhook::metrics::Metrics;
 use pinip_webhook::server::{App, admission_router, metrics_router};
-use pinip_webhook::state::{PatchEncoding, State};
+use pinip_webhook::state::State;
 use pinip_webhook::tls::ReloadingCert;
 
 /// pinip admission webhook: decides each pod's fixed address at creation (/mutate) and
@@ -72,9 +72,6 @@ struct Args {
     /// HTTP/2 connection, so behind a Service one replica would take all the load.
     #[arg(long)]
     http2: bool,
-    /// How AdmissionResponse.patch is encoded (base64 is what kube-apiserver expects).
-    #[arg(long, value_enum, default_value_t = PatchEncoding::Base64, hide = true)]
-    patch_encoding: PatchEncoding,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
@@ -145,7 +142,6 @@ async fn main() -> Result<()> {
         },
         metrics,
         max_reservations: args.max_reservations_per_namespace,
-        patch_encoding: args.patch_encoding,
     });
     let ready = Arc::new(AtomicBool::new(false));
     {

@@ -16,7 +16,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use serde_json::Value;
 
-use crate::state::{PatchEncoding, State};
+use crate::state::State;
 
 #[derive(Clone)]
 pub struct App {
@@ -78,7 +78,7 @@ async fn mutate(Ext(app): Ext<App>, body: axum::body::Bytes) -> Response {
         Ok(req) => crate::mutate::mutate(&app.state, &req).await,
         Err(why) => AdmissionResponse::invalid(why),
     };
-    reply(resp, app.state.patch_encoding)
+    reply(resp)
 }
 
 async fn validate(Ext(app): Ext<App>, body: axum::body::Bytes) -> Response {
@@ -86,19 +86,19 @@ async fn validate(Ext(app): Ext<App>, body: axum::body::Bytes) -> Response {
         Ok(req) => crate::validate::validate(&app.state, &req).await,
         Err(why) => AdmissionResponse::invalid(why),
     };
-    reply(resp, app.state.patch_encoding)
+    reply(resp)
 }
 
 /// The review answer. kube-core writes `patch` (a `Vec<u8>`) as an array of numbers; the
-/// Kubernetes API documents `[]byte` as base64, so by default it is rewritten as such.
-pub fn reply(resp: AdmissionResponse, encoding: PatchEncoding) -> Response {
+/// Kubernetes API documents `[]byte` as base64, so it is rewritten as such. (Tried on
+/// kube-apiserver v1.37.2: the array form is accepted too, since Go's JSON decoder fills a
+/// []byte from an array of numbers; base64 is kept because it is the documented form.)
+pub fn reply(resp: AdmissionResponse) -> Response {
     let mut v = match serde_json::to_value(resp.into_review()) {
         Ok(v) => v,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
-    if encoding == PatchEncoding::Base64
-        && let Some(Value::Array(bytes)) = v.pointer("/response/patch")
-    {
+    if let Some(Value::Array(bytes)) = v.pointer("/response/patch") {
         let raw: Vec<u8> = bytes
             .iter()
             .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))

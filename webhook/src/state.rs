@@ -9,15 +9,6 @@ use crate::allocate::Allocator;
 use crate::index::Index;
 use crate::metrics::Metrics;
 
-/// How `AdmissionResponse.patch` is written on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum PatchEncoding {
-    /// A base64 string, as the Kubernetes API documents for `[]byte`.
-    Base64,
-    /// A JSON array of byte values, as kube-core serialises `Vec<u8>`.
-    Array,
-}
-
 pub struct State {
     pub client: Client,
     pub index: Index,
@@ -27,5 +18,4 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Most claims reserved for pods of one namespace that the binder has not bound yet.
     pub max_reservations: usize,
-    pub patch_encoding: PatchEncoding,
 }

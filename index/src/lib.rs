@@ -1,7 +1,7 @@
 //! The middle layer between pinip's contract (`pinip-api`) and its binaries: what the webhook
 //! and the binder both need to know about the cluster, decided in one place.
 //!
-//! - [`ledger`]: pools (parsed once, [`pool`]) and claims, indexed for every question a
+//! - [`ledger`]: pools (parsed once, [`pool`]) and claims, indexed (in its books) for every question a
 //!   decision asks: by name, per pool, by owner, unbound per namespace, free addresses
 //!   ([`free`]);
 //! - [`workloads`]: watch-fed caches of StatefulSets, ReplicaSets and Deployments;
@@ -10,6 +10,7 @@
 //! - [`confirm`]: whether a claim is free to change hands, asked of the API server right
 //!   before the write that depends on it.
 
+mod book;
 pub mod confirm;
 pub mod dynamic;
 pub mod free;

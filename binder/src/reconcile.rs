@@ -11,30 +11,27 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use pinip_api::annotations::Retain;
-use pinip_api::{ClaimInfo, ClaimPhase, IPClaim, IPPool, IPPoolStatus};
-use pinip_index::confirm_free;
+use pinip_api::{ClaimInfo, IPPool, IPPoolStatus};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::bind::{self, Action, Bind, Conflict, PodInfo, PodKey, Policy, Reason, Why, World};
+use crate::bind::{self, Conflict, PodInfo, Policy, Reason, World};
 use crate::error::Error;
 use crate::events::Events;
 use crate::index::Index;
-use crate::metrics::{Metrics, ReasonLabels, ResultLabels, ScopeLabels, WriteLabels};
+use crate::metrics::{Metrics, ReasonLabels, ResultLabels, ScopeLabels};
 use crate::pool_status;
-use crate::workload::{Lookups, WORKLOAD_ANNOTATION};
+use crate::workload::Lookups;
 
-/// How long a claim this binder wrote is left alone while the watch still shows the version
-/// the write was based on.
-const IN_FLIGHT_TTL: Duration = Duration::from_secs(10);
+mod execute;
+mod memory;
 
-/// When a release the API server refused (the claim still held) is first decided again; each
-/// refusal in a row doubles it, up to the resync interval.
-const HELD_RETRY: Duration = Duration::from_secs(5);
+use execute::{Done, execute};
+use memory::{HeldClaims, InFlight};
 
 /// What the reconcile loop shares.
 pub struct Context {
@@ -108,101 +105,6 @@ pub struct Reconciler {
     pools_written: HashMap<String, (String, IPPoolStatus)>,
     failures: u32,
     held: HeldClaims,
-}
-
-/// Claims whose release the API server refused, and when each is decided again.
-#[derive(Default)]
-struct HeldClaims(HashMap<String, (u32, Option<Instant>)>);
-
-impl HeldClaims {
-    /// One more refusal in a row: the next retry is twice as far (logged the first time).
-    fn refused(&mut self, claim: String, by: &str, why: &str, cap: Duration) {
-        let (n, due) = self.0.entry(claim.clone()).or_insert((0, None));
-        *n += 1;
-        let wait = HELD_RETRY.saturating_mul(1 << (*n - 1).min(10)).min(cap);
-        *due = Some(Instant::now() + wait);
-        if *n == 1 {
-            tracing::info!(claim = %claim, held_by = %by, reason = why, retry_in = ?wait, "claim still held; not releasing");
-        } else {
-            tracing::debug!(claim = %claim, held_by = %by, reason = why, refusals = *n, retry_in = ?wait, "claim still held; not releasing");
-        }
-    }
-
-    fn remove(&mut self, claim: &str) {
-        self.0.remove(claim);
-    }
-
-    /// The claims due by `now` (each handed out once per refusal).
-    fn due(&mut self, now: Instant) -> Vec<String> {
-        let mut v = Vec::new();
-        for (name, (_, due)) in &mut self.0 {
-            if due.is_some_and(|d| d <= now) {
-                *due = None;
-                v.push(name.clone());
-            }
-        }
-        v
-    }
-
-    /// Forgets claims that were decided again and not refused (released, or no longer to
-    /// be released).
-    fn settle(&mut self) {
-        self.0.retain(|_, (_, due)| due.is_some());
-    }
-
-    fn next(&self) -> Option<Instant> {
-        self.0.values().filter_map(|(_, d)| *d).min()
-    }
-}
-
-/// Claims this binder wrote whose watch has not caught up yet. A claim stays here while the
-/// watch still shows one of its `stale` versions (the one the decision read, and any this
-/// binder wrote on the way to its last write), at most [`IN_FLIGHT_TTL`].
-#[derive(Default)]
-struct InFlight(HashMap<String, (Vec<String>, Instant)>);
-
-impl InFlight {
-    fn record(&mut self, claim: String, stale: Vec<String>, now: Instant) {
-        self.0.insert(claim, (stale, now));
-    }
-
-    /// Forgets claims the watch has caught up on (or that expired) and returns the rest.
-    /// `current`: a claim's resourceVersion in the watch cache.
-    fn still_pending(
-        &mut self,
-        current: impl Fn(&str) -> Option<String>,
-        now: Instant,
-    ) -> HashSet<String> {
-        self.0.retain(|name, (stale, at)| {
-            now.duration_since(*at) < IN_FLIGHT_TTL
-                && current(name).is_some_and(|rv| stale.contains(&rv))
-        });
-        self.0.keys().cloned().collect()
-    }
-
-    /// When the oldest entry expires.
-    fn next_expiry(&self, now: Instant) -> Option<Duration> {
-        self.0
-            .values()
-            .map(|(_, at)| IN_FLIGHT_TTL.saturating_sub(now.duration_since(*at)))
-            .min()
-    }
-}
-
-/// What happened to one action.
-enum Done {
-    /// Written; until the claim's watch shows a version other than `stale` (the one the
-    /// decision read and any this binder wrote on the way), the claim is not decided again.
-    Written { claim: String, stale: Vec<String> },
-    /// Nothing written (e.g. the claim is gone).
-    Skipped,
-    /// Not released: the API server shows the claim still held (our watch lags, or a pod is
-    /// being admitted on it). Decided again after a backoff even if no event comes.
-    Held {
-        claim: String,
-        by: String,
-        why: &'static str,
-    },
 }
 
 impl Reconciler {
@@ -485,13 +387,6 @@ async fn look_up(ctx: Arc<Context>, r: crate::workload::WorkloadRef) -> bool {
     }
 }
 
-fn claim_err(claim: &str) -> impl Fn(kube::Error) -> Error + '_ {
-    move |source| Error::Claim {
-        claim: claim.to_string(),
-        source,
-    }
-}
-
 /// The claims named in `names` that exist, with the rest of the set of each `app` member
 /// among them, and the pods that name any of them (or a named claim that does not exist).
 fn scoped(index: &Index, names: &HashSet<String>) -> (Vec<Arc<ClaimInfo>>, Vec<Arc<Pod>>) {
@@ -517,240 +412,4 @@ fn scoped(index: &Index, names: &HashSet<String>) -> (Vec<Arc<ClaimInfo>>, Vec<A
         }
     }
     (claims.into_values().collect(), pods.into_values().collect())
-}
-
-/// Carries out one decision.
-async fn execute(ctx: &Context, action: Action) -> Result<Done, Error> {
-    let api: Api<IPClaim> = Api::all(ctx.client.clone());
-    if action.why().is_some() {
-        // Whatever the reason, no claim a live pod uses is released: ask the API server (our
-        // watches may lag, e.g. a standby that just took over), right before the write. The
-        // write itself is guarded by the version decided on, so a handover in between fails
-        // it.
-        let Some(claim) = ctx.index.ledger.claim(action.claim()) else {
-            return Ok(Done::Skipped);
-        };
-        let free = confirm_free(
-            &ctx.client,
-            claim.as_ref(),
-            Timestamp::now(),
-            ctx.policy.reclaim_grace,
-            None,
-        )
-        .await
-        .map_err(|source| Error::Pod {
-            pod: format!("holder of IPClaim {}", action.claim()),
-            source,
-        })?;
-        if let Err(held) = free {
-            ctx.metrics.kept_held.inc();
-            return Ok(Done::Held {
-                claim: action.claim().to_string(),
-                by: held.to_string(),
-                why: action.why().map_or("", Why::metric_label),
-            });
-        }
-    }
-    let label = |action: &'static str, reason: &'static str| WriteLabels { action, reason };
-    match &action {
-        Action::Bind(b) => {
-            let stale = bind_claim(&api, b).await?;
-            ctx.metrics
-                .writes
-                .get_or_create(&label("bind", "pod"))
-                .inc();
-            tracing::info!(claim = %b.claim, address = %b.address, pod = %b.pod, uid = %b.pod.uid, node = ?b.node, phase = ?b.phase, "bound");
-            if let Some(reason) = b.event {
-                let note = match &b.node {
-                    Some(node) => format!(
-                        "{} (IPClaim {}) bound to this pod on node {node}",
-                        b.address, b.claim
-                    ),
-                    None => format!(
-                        "{} (IPClaim {}) reserved for this pod; it is not scheduled yet",
-                        b.address, b.claim
-                    ),
-                };
-                event(ctx, &b.pod, reason, note).await;
-            }
-            Ok(Done::Written {
-                claim: b.claim.clone(),
-                stale,
-            })
-        }
-        Action::Release {
-            claim,
-            resource_version,
-            address,
-            clear_spec,
-            why,
-        } => {
-            let mut rv = resource_version.clone();
-            let mut stale = vec![rv.clone()];
-            if *clear_spec {
-                let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"pod": null, "node": null}});
-                let updated = api
-                    .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(claim_err(claim))?;
-                rv = updated.resource_version().unwrap_or_default();
-                stale.push(rv.clone());
-            }
-            let released_at = k8s_openapi::jiff::Timestamp::now()
-                .strftime("%Y-%m-%dT%H:%M:%SZ")
-                .to_string();
-            let patch = json!({"metadata": {"resourceVersion": rv},
-                "status": {"phase": ClaimPhase::Released, "releasedAt": released_at}});
-            api.patch_status(claim, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(claim_err(claim))?;
-            ctx.metrics
-                .writes
-                .get_or_create(&label("release", why.metric_label()))
-                .inc();
-            if *why == Why::NeverAppeared {
-                ctx.metrics.reclaimed.inc();
-            }
-            tracing::info!(claim = %claim, address = %address, reason = %why, "released; kept for its owner");
-            if let Why::PodGone(pod) = why {
-                let note = format!(
-                    "{address} (IPClaim {claim}) released: the pod is gone; the address stays reserved for its owner"
-                );
-                event(ctx, pod, Reason::IPReleased, note).await;
-            }
-            Ok(Done::Written {
-                claim: claim.clone(),
-                stale,
-            })
-        }
-        Action::Delete {
-            claim,
-            uid,
-            resource_version,
-            address,
-            why,
-        } => {
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()).filter(|u| !u.is_empty()),
-                    resource_version: Some(resource_version.clone()),
-                }),
-                ..Default::default()
-            };
-            match api.delete(claim, &dp).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Done::Skipped),
-                Err(e) => return Err(claim_err(claim)(e)),
-            }
-            ctx.metrics
-                .writes
-                .get_or_create(&label("delete", why.metric_label()))
-                .inc();
-            if *why == Why::NeverAppeared {
-                ctx.metrics.reclaimed.inc();
-            }
-            tracing::info!(claim = %claim, address = %address, reason = %why, "released; claim deleted");
-            if let Why::PodGone(pod) = why {
-                let note = format!("{address} (IPClaim {claim}) released: the pod is gone");
-                event(ctx, pod, Reason::IPReleased, note).await;
-            }
-            Ok(Done::Written {
-                claim: claim.clone(),
-                stale: vec![resource_version.clone()],
-            })
-        }
-    }
-}
-
-/// Spec first (pod, node, workload), then status: a claim is never Bound without its pod.
-/// Returns the versions of the claim that are now out of date.
-async fn bind_claim(api: &Api<IPClaim>, b: &Bind) -> Result<Vec<String>, Error> {
-    let mut rv = b.resource_version.clone();
-    let mut stale = vec![rv.clone()];
-    if b.write_spec {
-        let mut patch = json!({
-            "metadata": {"resourceVersion": rv},
-            "spec": {"pod": {"name": b.pod.name, "uid": b.pod.uid}, "node": b.node},
-        });
-        if let Some(w) = &b.workload {
-            patch["metadata"]["annotations"] = json!({WORKLOAD_ANNOTATION: w.render()});
-        }
-        let updated = api
-            .patch(&b.claim, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(claim_err(&b.claim))?;
-        rv = updated.resource_version().unwrap_or_default();
-        if b.write_status {
-            // Superseded by the status write below; the last write's version is current.
-            stale.push(rv.clone());
-        }
-    }
-    if b.write_status {
-        let patch = json!({"metadata": {"resourceVersion": rv}, "status": {"phase": b.phase}});
-        api.patch_status(&b.claim, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(claim_err(&b.claim))?;
-    }
-    Ok(stale)
-}
-
-async fn event(ctx: &Context, pod: &PodKey, reason: Reason, note: String) {
-    if let Err(e) = ctx.events.publish(pod, reason, note).await {
-        ctx.metrics.error(e.metric_label());
-        tracing::warn!(error = %e, "recording event failed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn held_claims_back_off_and_are_forgotten_once_decided() {
-        let mut h = HeldClaims::default();
-        let cap = Duration::from_secs(30);
-        h.refused("c".into(), "pod a/x", "pod_gone", cap);
-        let first = h.next().unwrap();
-        assert!(h.due(Instant::now()).is_empty(), "not due yet");
-        let later = first + Duration::from_millis(1);
-        assert_eq!(h.due(later), ["c"]);
-        assert!(h.due(later).is_empty(), "handed out once per refusal");
-        assert_eq!(h.next(), None);
-        // Refused again: twice as far; then 4x, then capped.
-        let t = Instant::now();
-        h.refused("c".into(), "pod a/x", "pod_gone", cap);
-        let d2 = h.next().unwrap() - t;
-        assert!(d2 >= HELD_RETRY * 2 && d2 < HELD_RETRY * 2 + Duration::from_secs(1));
-        for _ in 0..10 {
-            h.refused("c".into(), "pod a/x", "pod_gone", cap);
-        }
-        assert!(h.next().unwrap() - Instant::now() <= cap);
-        h.settle();
-        assert!(h.next().is_some(), "a scheduled retry is kept");
-        h.due(Instant::now() + cap * 2);
-        h.settle();
-        assert!(h.0.is_empty(), "decided without a refusal: forgotten");
-    }
-
-    #[test]
-    fn in_flight_until_the_watch_shows_a_newer_version() {
-        let t0 = Instant::now();
-        let mut f = InFlight::default();
-        // Spec written (rv 2), then status (rv 3): 1 and 2 are stale, 3 is current.
-        f.record("c".into(), vec!["1".into(), "2".into()], t0);
-        let seen = |rv: &'static str| move |name: &str| (name == "c").then(|| rv.to_string());
-        assert!(f.still_pending(seen("1"), t0).contains("c"));
-        assert!(f.still_pending(seen("2"), t0).contains("c"));
-        assert_eq!(f.next_expiry(t0), Some(IN_FLIGHT_TTL));
-        assert!(
-            f.still_pending(seen("3"), t0).is_empty(),
-            "our last write is current"
-        );
-        assert_eq!(f.next_expiry(t0), None);
-        // Expiry, and a claim that is gone from the watch.
-        f.record("c".into(), vec!["1".into()], t0);
-        assert!(f.still_pending(seen("1"), t0 + IN_FLIGHT_TTL).is_empty());
-        f.record("c".into(), vec!["1".into()], t0);
-        assert!(f.still_pending(|_| None, t0).is_empty());
-    }
 }

@@ -1,0 +1,221 @@
+//! Carrying out one decision: the release check against the API server, then the write,
+//! guarded by the resourceVersion the decision read; metrics and pod events on the way.
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use pinip_api::{ClaimPhase, IPClaim};
+use pinip_index::confirm_free;
+use serde_json::json;
+
+use crate::bind::{Action, Bind, PodKey, Reason, Why};
+use crate::error::Error;
+use crate::metrics::WriteLabels;
+use crate::workload::WORKLOAD_ANNOTATION;
+
+use super::Context;
+
+/// What happened to one action.
+pub(super) enum Done {
+    /// Written; until the claim's watch shows a version other than `stale` (the one the
+    /// decision read and any this binder wrote on the way), the claim is not decided again.
+    Written { claim: String, stale: Vec<String> },
+    /// Nothing written (e.g. the claim is gone).
+    Skipped,
+    /// Not released: the API server shows the claim still held (our watch lags, or a pod is
+    /// being admitted on it). Decided again after a backoff even if no event comes.
+    Held {
+        claim: String,
+        by: String,
+        why: &'static str,
+    },
+}
+
+fn claim_err(claim: &str) -> impl Fn(kube::Error) -> Error + '_ {
+    move |source| Error::Claim {
+        claim: claim.to_string(),
+        source,
+    }
+}
+
+/// Carries out one decision.
+pub(super) async fn execute(ctx: &Context, action: Action) -> Result<Done, Error> {
+    let api: Api<IPClaim> = Api::all(ctx.client.clone());
+    if action.why().is_some() {
+        // Whatever the reason, no claim a live pod uses is released: ask the API server (our
+        // watches may lag, e.g. a standby that just took over), right before the write. The
+        // write itself is guarded by the version decided on, so a handover in between fails
+        // it.
+        let Some(claim) = ctx.index.ledger.claim(action.claim()) else {
+            return Ok(Done::Skipped);
+        };
+        let free = confirm_free(
+            &ctx.client,
+            claim.as_ref(),
+            Timestamp::now(),
+            ctx.policy.reclaim_grace,
+            None,
+        )
+        .await
+        .map_err(|source| Error::Pod {
+            pod: format!("holder of IPClaim {}", action.claim()),
+            source,
+        })?;
+        if let Err(held) = free {
+            ctx.metrics.kept_held.inc();
+            return Ok(Done::Held {
+                claim: action.claim().to_string(),
+                by: held.to_string(),
+                why: action.why().map_or("", Why::metric_label),
+            });
+        }
+    }
+    let label = |action: &'static str, reason: &'static str| WriteLabels { action, reason };
+    match &action {
+        Action::Bind(b) => {
+            let stale = bind_claim(&api, b).await?;
+            ctx.metrics
+                .writes
+                .get_or_create(&label("bind", "pod"))
+                .inc();
+            tracing::info!(claim = %b.claim, address = %b.address, pod = %b.pod, uid = %b.pod.uid, node = ?b.node, phase = ?b.phase, "bound");
+            if let Some(reason) = b.event {
+                let note = match &b.node {
+                    Some(node) => format!(
+                        "{} (IPClaim {}) bound to this pod on node {node}",
+                        b.address, b.claim
+                    ),
+                    None => format!(
+                        "{} (IPClaim {}) reserved for this pod; it is not scheduled yet",
+                        b.address, b.claim
+                    ),
+                };
+                event(ctx, &b.pod, reason, note).await;
+            }
+            Ok(Done::Written {
+                claim: b.claim.clone(),
+                stale,
+            })
+        }
+        Action::Release {
+            claim,
+            resource_version,
+            address,
+            clear_spec,
+            why,
+        } => {
+            let mut rv = resource_version.clone();
+            let mut stale = vec![rv.clone()];
+            if *clear_spec {
+                let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"pod": null, "node": null}});
+                let updated = api
+                    .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(claim_err(claim))?;
+                rv = updated.resource_version().unwrap_or_default();
+                stale.push(rv.clone());
+            }
+            let released_at = k8s_openapi::jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string();
+            let patch = json!({"metadata": {"resourceVersion": rv},
+                "status": {"phase": ClaimPhase::Released, "releasedAt": released_at}});
+            api.patch_status(claim, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(claim_err(claim))?;
+            ctx.metrics
+                .writes
+                .get_or_create(&label("release", why.metric_label()))
+                .inc();
+            if *why == Why::NeverAppeared {
+                ctx.metrics.reclaimed.inc();
+            }
+            tracing::info!(claim = %claim, address = %address, reason = %why, "released; kept for its owner");
+            if let Why::PodGone(pod) = why {
+                let note = format!(
+                    "{address} (IPClaim {claim}) released: the pod is gone; the address stays reserved for its owner"
+                );
+                event(ctx, pod, Reason::IPReleased, note).await;
+            }
+            Ok(Done::Written {
+                claim: claim.clone(),
+                stale,
+            })
+        }
+        Action::Delete {
+            claim,
+            uid,
+            resource_version,
+            address,
+            why,
+        } => {
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()).filter(|u| !u.is_empty()),
+                    resource_version: Some(resource_version.clone()),
+                }),
+                ..Default::default()
+            };
+            match api.delete(claim, &dp).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Done::Skipped),
+                Err(e) => return Err(claim_err(claim)(e)),
+            }
+            ctx.metrics
+                .writes
+                .get_or_create(&label("delete", why.metric_label()))
+                .inc();
+            if *why == Why::NeverAppeared {
+                ctx.metrics.reclaimed.inc();
+            }
+            tracing::info!(claim = %claim, address = %address, reason = %why, "released; claim deleted");
+            if let Why::PodGone(pod) = why {
+                let note = format!("{address} (IPClaim {claim}) released: the pod is gone");
+                event(ctx, pod, Reason::IPReleased, note).await;
+            }
+            Ok(Done::Written {
+                claim: claim.clone(),
+                stale: vec![resource_version.clone()],
+            })
+        }
+    }
+}
+
+/// Spec first (pod, node, workload), then status: a claim is never Bound without its pod.
+/// Returns the versions of the claim that are now out of date.
+async fn bind_claim(api: &Api<IPClaim>, b: &Bind) -> Result<Vec<String>, Error> {
+    let mut rv = b.resource_version.clone();
+    let mut stale = vec![rv.clone()];
+    if b.write_spec {
+        let mut patch = json!({
+            "metadata": {"resourceVersion": rv},
+            "spec": {"pod": {"name": b.pod.name, "uid": b.pod.uid}, "node": b.node},
+        });
+        if let Some(w) = &b.workload {
+            patch["metadata"]["annotations"] = json!({WORKLOAD_ANNOTATION: w.render()});
+        }
+        let updated = api
+            .patch(&b.claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(claim_err(&b.claim))?;
+        rv = updated.resource_version().unwrap_or_default();
+        if b.write_status {
+            // Superseded by the status write below; the last write's version is current.
+            stale.push(rv.clone());
+        }
+    }
+    if b.write_status {
+        let patch = json!({"metadata": {"resourceVersion": rv}, "status": {"phase": b.phase}});
+        api.patch_status(&b.claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(claim_err(&b.claim))?;
+    }
+    Ok(stale)
+}
+
+async fn event(ctx: &Context, pod: &PodKey, reason: Reason, note: String) {
+    if let Err(e) = ctx.events.publish(pod, reason, note).await {
+        ctx.metrics.error(e.metric_label());
+        tracing::warn!(error = %e, "recording event failed");
+    }
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs pinip's benchmarks on the real test bed with release builds (root needed).
 #   integration/bench.sh              # admission: webhook enabled vs disabled, 1000 pods each
-#   integration/bench.sh cni          # CNI ADD: pinip (runtime annotations / API read) vs host-local
+#   integration/bench.sh cni          # CNI ADD: pinip (runtime annotations / API read) vs host-local vs
+#                                     #   whereabouts (built by whereabouts/build.sh), serial and 32 in flight
 #   integration/bench.sh cri          # RunPodSandbox to real containerd: bridge+pinip vs bridge+host-local
 #   integration/bench.sh scale        # 50 000 claims: webhook/binder memory, decision time, binder settle
 #                                     #   (PINIP_SCALE_CLAIMS=N for another count)

@@ -1,10 +1,15 @@
 //! CNI ADD latency, exec to result, with the pod's allocation read two ways, against Debian's
-//! host-local in the same run (a benchmark, not a test):
+//! host-local and whereabouts (built from its Go module, `whereabouts/build.sh`) in the same
+//! run (a benchmark, not a test):
 //!   - pinip, annotations from runtimeConfig (the pod-annotations capability: no API call),
 //!   - pinip, one GET of the pod from the test bed's real kube-apiserver,
-//!   - host-local, fresh dataDir, same range.
+//!   - host-local, fresh dataDir, same range,
+//!   - whereabouts, its IPPool CRD on the same kube-apiserver (a Lease per call, then a patch
+//!     of the pool), configured by a flat file naming a kubeconfig whose context names the
+//!     namespace it keeps its pools in.
 //!
-//! Calls are interleaved so that machine load hits all three alike.
+//! Serially, interleaved so that machine load hits all four alike; then each alone with 32
+//! calls in flight.
 //!
 //!   integration/bench.sh cni        # PINIP_BENCH_CALLS=N (default 300)
 
@@ -16,8 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
-use pinip_integration::pinip;
 use pinip_integration::{Bed, BedOptions};
+use pinip_integration::{controlplane, pinip, process};
 use serde_json::{Value, json};
 
 const ALLOCATION: &str = r#"{"version":1,"interfaces":[{"name":"eth0","ips":[{"address":"10.20.0.5/16","gateway":"10.20.0.1","pool":"blue","claim":"10-20-0-5"}],"routes":[{"dst":"0.0.0.0/0","gw":"10.20.0.1"}]}]}"#;
@@ -96,40 +101,159 @@ async fn main() -> Result<()> {
         json!({"type": "host-local", "ranges": [[{"subnet": "10.30.0.0/16"}]],
         "dataDir": data.path()}),
     );
-    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..calls + 10 {
-        let id = format!("bench{i:059}");
-        let t = (
-            add(&pinip_bin, &with_caps, &id, "web-0")?,
-            add(&pinip_bin, &api_read, &id, "web-0")?,
-            add(host_local, &hl, &id, "web-0")?,
+    // whereabouts: its CRDs, a namespace for its pools, a kubeconfig whose context names it.
+    let wb =
+        process::cached_build(&Path::new(env!("CARGO_MANIFEST_DIR")).join("whereabouts/build.sh"))?;
+    for crd in std::fs::read_dir(wb.join("crds"))? {
+        pinip::kubectl(
+            &bed,
+            &[
+                "apply",
+                "--server-side",
+                "-f",
+                &crd?.path().display().to_string(),
+            ],
+        )?;
+    }
+    pinip::kubectl(
+        &bed,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/ippools.whereabouts.cni.cncf.io",
+            "crd/overlappingrangeipreservations.whereabouts.cni.cncf.io",
+        ],
+    )?;
+    bed.namespace("whereabouts", json!({})).await?;
+    let wb_kubeconfig = bed.dir.join("whereabouts.kubeconfig");
+    std::fs::copy(&bed.kubeconfig, &wb_kubeconfig)?;
+    let out = Command::new(controlplane::upstream_bin_dir()?.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&wb_kubeconfig)
+        .args([
+            "config",
+            "set-context",
+            "--current",
+            "--namespace=whereabouts",
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl config set-context: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        if i >= 10 {
-            a.push(t.0);
-            b.push(t.1);
-            c.push(t.2);
+    }
+    let wb_flat = bed.dir.join("whereabouts.conf");
+    std::fs::write(
+        &wb_flat,
+        json!({"datastore": "kubernetes", "kubernetes": {"kubeconfig": wb_kubeconfig}}).to_string(),
+    )?;
+    let wb_bin = wb.join("bin/whereabouts");
+    let wbc = base(json!({"type": "whereabouts", "range": "10.40.0.0/16",
+        "configuration_path": wb_flat}));
+
+    let runs: [(&str, &Path, &Value); 4] = [
+        ("pinip, runtimeConfig annotations", &pinip_bin, &with_caps),
+        ("pinip, GET from kube-apiserver  ", &pinip_bin, &api_read),
+        ("host-local                      ", host_local, &hl),
+        ("whereabouts                     ", &wb_bin, &wbc),
+    ];
+    let mut serial: Vec<Vec<Duration>> = vec![Vec::new(); runs.len()];
+    for i in 0..calls + 10 {
+        let id = format!("serial{i:058}");
+        for (k, (_, bin, conf)) in runs.iter().enumerate() {
+            let t = add(bin, conf, &id, "web-0")?;
+            if i >= 10 {
+                serial[k].push(t);
+            }
         }
     }
-    let (a, b, c) = (stats(a), stats(b), stats(c));
     println!(
         "CNI ADD latency, exec to result, {calls} calls each (after 10 warm-up), interleaved:"
     );
+    let medians: Vec<f64> = runs
+        .iter()
+        .zip(serial)
+        .map(|((label, ..), t)| {
+            let (m, p99) = stats(t);
+            println!("  {label}: median {m:.2} ms, p99 {p99:.2} ms");
+            m
+        })
+        .collect();
     println!(
-        "  pinip, runtimeConfig annotations: median {:.2} ms, p99 {:.2} ms",
-        a.0, a.1
+        "  ratios to host-local (median): annotations {:.2}, API read {:.2}, whereabouts {:.2}; annotations / whereabouts {:.3}",
+        medians[0] / medians[2],
+        medians[1] / medians[2],
+        medians[3] / medians[2],
+        medians[0] / medians[3]
     );
+
+    println!("CNI ADD with {PARALLEL} calls in flight, {calls} calls each, one IPAM at a time:");
+    let mut par = Vec::new();
+    for (k, (label, bin, conf)) in runs.iter().enumerate() {
+        let started = Instant::now();
+        let (times, failed) = parallel(bin, conf, calls, &format!("par{k}"));
+        let wall = started.elapsed().as_secs_f64();
+        let ok = times.len();
+        let failures = match &failed {
+            Some(first) => format!("; {} failed, the first with: {first}", calls - ok),
+            None => String::new(),
+        };
+        if ok == 0 {
+            println!("  {label}: every call failed{failures}");
+            par.push((f64::NAN, f64::NAN, 0.0));
+            continue;
+        }
+        let mean = times.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / ok as f64;
+        let (m, p99) = stats(times);
+        println!(
+            "  {label}: median {m:.2} ms, mean {mean:.2} ms, p99 {p99:.2} ms, {:.0} successful ADDs/s{failures}",
+            ok as f64 / wall
+        );
+        par.push((m, mean, ok as f64 / wall));
+    }
     println!(
-        "  pinip, GET from kube-apiserver:   median {:.2} ms, p99 {:.2} ms",
-        b.0, b.1
-    );
-    println!(
-        "  host-local:                       median {:.2} ms, p99 {:.2} ms",
-        c.0, c.1
-    );
-    println!(
-        "  ratios to host-local (median): annotations {:.2}, API read {:.2}",
-        a.0 / c.0,
-        b.0 / c.0
+        "  annotations / whereabouts: median latency {:.3}, mean latency {:.3}, throughput x{:.0}",
+        par[0].0 / par[3].0,
+        par[0].1 / par[3].1,
+        par[0].2 / par[3].2
     );
     Ok(())
+}
+
+const PARALLEL: usize = 32;
+
+/// `calls` ADDs, `PARALLEL` at a time: the latency of each that succeeded, and the first
+/// failure's message (a plugin may fail under this load: that is part of what is measured).
+fn parallel(bin: &Path, conf: &Value, calls: usize, tag: &str) -> (Vec<Duration>, Option<String>) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out = std::sync::Mutex::new((Vec::with_capacity(calls), None::<String>));
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= calls {
+                        return;
+                    }
+                    let id = format!("{tag}-{i:054}");
+                    let r = add(bin, conf, &id, "web-0");
+                    let mut o = out.lock().expect("times lock");
+                    match r {
+                        Ok(t) => o.0.push(t),
+                        Err(e) => {
+                            o.1.get_or_insert_with(|| {
+                                e.to_string()
+                                    .split_whitespace()
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            });
+                        }
+                    }
+                }
+            });
+        }
+    });
+    out.into_inner().expect("times lock")
 }

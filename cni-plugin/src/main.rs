@@ -27,7 +27,12 @@ extern "C" fn main(
     _argc: std::ffi::c_int,
     _argv: *const *const std::ffi::c_char,
 ) -> std::ffi::c_int {
-    // std::env::args still works: glibc hands argv to std's initializer.
+    // What std's start-up would have done: a write to a closed pipe (stdout, or the API
+    // server's connection) is an EPIPE error reported as CNI error JSON, not a kill by signal.
+    // SAFETY: sets a signal disposition before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     match run() {
         ExitCode::SUCCESS => 0,
         _ => 1,

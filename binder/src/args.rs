@@ -1,10 +1,9 @@
 //! Command-line flags (each also documented in README.md).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args as ClapArgs, Parser, ValueEnum};
+use clap::{Args as ClapArgs, Parser};
+use pinip_runtime::{AdminArgs, ClientArgs, LogArgs};
 
 /// pinip binder: binds each pod's address reservations (IPClaims) to the pod and its node,
 /// follows StatefulSet pods when they are recreated, releases addresses when their pod or
@@ -14,12 +13,10 @@ use clap::{Args as ClapArgs, Parser, ValueEnum};
 #[derive(Parser, Debug, Clone)]
 #[command(name = "pinip-binder", version)]
 pub struct Args {
-    /// kubeconfig to reach the API server; default: in-cluster config or $KUBECONFIG.
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Address and port for /healthz, /readyz and /metrics (plain HTTP).
-    #[arg(long, env = "PINIP_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
-    pub metrics_listen: SocketAddr,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub admin: AdminArgs,
     /// A claim reserved for a pod that has not appeared this long after it was reserved
     /// (spec.pod.reservedAt, else its creation) is reclaimed, once the API server confirms no
     /// live pod uses it: deleted, or Released when retained. Keep it above the longest a pod's
@@ -52,12 +49,8 @@ pub struct Args {
     pub conflict_settle: Duration,
     #[command(flatten)]
     pub leader: LeaderArgs,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
-    pub log_format: LogFormat,
-    /// Log filter, e.g. `info` or `pinip_binder=debug,info`.
-    #[arg(long, env = "PINIP_LOG", default_value = "info")]
-    pub log: String,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// Leader election over a coordination.k8s.io/v1 Lease.
@@ -83,12 +76,6 @@ pub struct LeaderArgs {
     /// This replica's identity in the Lease; default: $POD_NAME, else hostname and process id.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
-    Plain,
-    Json,
 }
 
 pub use pinip_api::duration::parse_duration;

@@ -1,12 +1,9 @@
-//! /healthz, /readyz and /metrics over plain HTTP (the same small axum stack as the webhook).
+//! What the admin port (`pinip_runtime::admin`: /healthz, /readyz, /metrics) reports of the
+//! binder.
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use pinip_runtime::Admin;
 
 use crate::index::Index;
 use crate::metrics::Metrics;
@@ -18,29 +15,11 @@ pub struct App {
     pub index: Index,
 }
 
-pub fn router(app: App) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(app)
-}
-
-async fn readyz(State(app): State<App>) -> Response {
-    if app.index.is_ready() {
-        "ok".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "watches not synced").into_response()
+impl Admin for App {
+    fn ready(&self) -> bool {
+        self.index.is_ready()
     }
-}
-
-async fn metrics(State(app): State<App>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.render(&app.index),
-    )
-        .into_response()
+    fn metrics(&self) -> String {
+        self.metrics.render(&self.index)
+    }
 }

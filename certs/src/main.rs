@@ -1,11 +1,12 @@
 //! pinip-certs: flags, logging, and `ensure` once or on an interval.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use pinip_api::duration::parse_duration;
 use pinip_certs::{Settings, ensure, service_dns_names};
+use pinip_runtime::{ClientArgs, LogArgs, shutdown};
 
 /// Bootstraps and rotates the pinip webhook's certificates: one CA and one serving certificate
 /// kept in one Secret shared by every webhook replica, with the CA injected into the webhook
@@ -38,56 +39,38 @@ struct Args {
     /// ValidatingWebhookConfigurations whose caBundle to set (repeat the flag).
     #[arg(long = "validating-webhook", global = true, default_values_t = ["pinip".to_string()])]
     validating: Vec<String>,
-    /// Lifetime of a new CA, in hours.
-    #[arg(long, global = true, default_value_t = 5 * 365 * 24)]
-    ca_validity_hours: u64,
-    /// Lifetime of a new serving certificate, in hours.
-    #[arg(long, global = true, default_value_t = 365 * 24)]
-    cert_validity_hours: u64,
+    /// Lifetime of a new CA (5 years).
+    #[arg(long, global = true, default_value = "43800h", value_parser = parse_duration)]
+    ca_validity: Duration,
+    /// Lifetime of a new serving certificate (1 year).
+    #[arg(long, global = true, default_value = "8760h", value_parser = parse_duration)]
+    cert_validity: Duration,
     /// Replace a certificate once this fraction of its lifetime has passed.
     #[arg(long, global = true, default_value_t = 2.0 / 3.0)]
     renew_at: f64,
-    /// kubeconfig; default: in-cluster config or $KUBECONFIG.
-    #[arg(long, global = true, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
-    /// Log as JSON.
-    #[arg(long, global = true)]
-    log_json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Bring the Secret and caBundles up to date once, then exit (init container, Job).
     Ensure,
-    /// Check every --interval-seconds and rotate when due, until SIGTERM (sidecar).
+    /// Check every --interval and rotate when due, until SIGTERM (sidecar).
     Run {
-        #[arg(long, default_value_t = 3600)]
-        interval_seconds: u64,
+        /// How often to check.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        interval: Duration,
     },
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
-    let config = match &args.kubeconfig {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("reading {}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    let client = kube::Client::try_from(config)?;
+    args.log.init()?;
+    let client = args.client.client().await?;
     let mut dns_names = service_dns_names(&args.service, &args.namespace);
     dns_names.extend(args.extra_dns.iter().cloned());
     let settings = Settings {
@@ -96,8 +79,8 @@ async fn main() -> Result<()> {
         dns_names,
         mutating: args.mutating.clone(),
         validating: args.validating.clone(),
-        ca_validity: Duration::from_secs(args.ca_validity_hours * 3600),
-        cert_validity: Duration::from_secs(args.cert_validity_hours * 3600),
+        ca_validity: args.ca_validity,
+        cert_validity: args.cert_validity,
         renew_at: args.renew_at,
     };
     match args.cmd {
@@ -105,9 +88,9 @@ async fn main() -> Result<()> {
             let action = ensure(&client, &settings).await?;
             tracing::info!(?action, secret = %settings.secret, "certificates up to date");
         }
-        Cmd::Run { interval_seconds } => {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        Cmd::Run { interval } => {
+            let stop = shutdown::signal()?;
+            tokio::pin!(stop);
             loop {
                 match ensure(&client, &settings).await {
                     Ok(action) => tracing::info!(?action, "certificates checked"),
@@ -116,9 +99,8 @@ async fn main() -> Result<()> {
                     }
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(interval_seconds)) => {}
-                    _ = term.recv() => break,
-                    _ = tokio::signal::ctrl_c() => break,
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = &mut stop => break,
                 }
             }
         }

@@ -108,6 +108,22 @@ fn fingerprint<K: Resource + serde::Serialize + Clone>(o: &K) -> (Key, u64) {
     (key, h.finish())
 }
 
+/// A store holding exactly `objects`, listed once and fed by nothing (for tests and benches
+/// that decide over an in-memory cluster).
+pub fn store_of<K>(objects: impl IntoIterator<Item = K>) -> kube::runtime::reflector::Store<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (store, mut writer) = kube::runtime::reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for o in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(o));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use kube::{Client, Resource};
 use pinip_api::owner::{Controllers, Looked};
 use tokio::sync::Notify;
 
-use crate::watch::drain_kept;
+use crate::watch::{drain_kept, store_of};
 
 #[derive(Clone)]
 pub struct Workloads {
@@ -68,6 +68,24 @@ impl Workloads {
             statefulsets,
             replicasets,
             deployments,
+        }
+    }
+
+    /// Caches of exactly these workloads (stripped as the watches strip them), fed by nothing:
+    /// for tests that decide over an in-memory cluster.
+    pub fn of(
+        statefulsets: Vec<StatefulSet>,
+        replicasets: Vec<ReplicaSet>,
+        deployments: Vec<Deployment>,
+    ) -> Workloads {
+        fn stripped<K>(mut v: Vec<K>, strip: fn(&mut K)) -> Vec<K> {
+            v.iter_mut().for_each(strip);
+            v
+        }
+        Workloads {
+            statefulsets: store_of(stripped(statefulsets, strip_statefulset)),
+            replicasets: store_of(stripped(replicasets, strip_replicaset)),
+            deployments: store_of(stripped(deployments, strip_deployment)),
         }
     }
 

@@ -15,7 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use pinip_api::ClaimInfo;
 use pinip_index::ledger::{ClaimEvent, Hooks};
-use pinip_index::watch::drain;
+use pinip_index::watch::{drain, store_of};
 use pinip_index::{Ledger, Pool, Workloads};
 
 /// How long a claim this replica created counts as taken before its watch reports it.
@@ -85,6 +85,24 @@ impl Index {
             reflector::reflector(nodew, watcher(node_api, cfg).default_backoff()),
         ));
         index
+    }
+
+    /// An index of exactly these objects, fed by nothing: for deciding over an in-memory
+    /// cluster (the router tests).
+    pub fn of(
+        ledger: Ledger,
+        namespaces: Vec<PartialObjectMeta<Namespace>>,
+        nodes: Vec<PartialObjectMeta<Node>>,
+        workloads: Workloads,
+    ) -> Index {
+        Index {
+            ledger,
+            namespaces: store_of(namespaces),
+            workloads,
+            nodes: store_of(nodes),
+            pending: Arc::default(),
+            released: Arc::default(),
+        }
     }
 
     /// Waits until every watch has listed once.

@@ -7,16 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, ValueEnum};
-use kube::Client;
+use clap::Parser;
 use pinip_api::duration::parse_duration;
-use pinip_index::Resolver;
-use pinip_webhook::allocate::Allocator;
+use pinip_runtime::{AdminArgs, AdminServer, ClientArgs, LogArgs, shutdown};
 use pinip_webhook::client_auth::ClientAuth;
 use pinip_webhook::index::Index;
 use pinip_webhook::metrics::Metrics;
-use pinip_webhook::server::{App, admission_router, metrics_router};
-use pinip_webhook::state::State;
+use pinip_webhook::server::{App, admission_router};
+use pinip_webhook::state::{Settings, State};
 use pinip_webhook::tls::ReloadingCert;
 
 /// pinip admission webhook: decides each pod's fixed address at creation (/mutate) and
@@ -28,9 +26,8 @@ struct Args {
     /// Address and port to serve /mutate and /validate on (HTTPS).
     #[arg(long, env = "PINIP_LISTEN", default_value = "0.0.0.0:8443")]
     listen: SocketAddr,
-    /// Address and port to serve /metrics, /healthz and /readyz on (plain HTTP).
-    #[arg(long, env = "PINIP_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
-    metrics_listen: SocketAddr,
+    #[command(flatten)]
+    admin: AdminArgs,
     /// PEM bundle of the CA that signs kube-apiserver's admission client certificate. When
     /// set, /mutate and /validate accept only TLS clients presenting a certificate from it
     /// (kube-apiserver presents one when its AdmissionConfiguration names one for this
@@ -47,9 +44,8 @@ struct Args {
     /// How often to look for a rotated serving certificate or client CA.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     tls_reload_interval: Duration,
-    /// kubeconfig to reach the API server; default: in-cluster config or $KUBECONFIG.
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
     /// An address released less than this long ago is not handed out again.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     cooldown: Duration,
@@ -72,32 +68,15 @@ struct Args {
     /// HTTP/2 connection, so behind a Service one replica would take all the load.
     #[arg(long)]
     http2: bool,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
-    log_format: LogFormat,
-    /// Log filter, e.g. `info` or `pinip_webhook=debug,info`.
-    #[arg(long, env = "PINIP_LOG", default_value = "info")]
-    log: String,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Plain,
-    Json,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?;
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Plain => fmt.init(),
-        LogFormat::Json => fmt.json().init(),
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    args.log.init()?;
+    pinip_runtime::client::install_crypto();
 
     // In a pod the Secret may not exist yet (pinip-certs creates it); wait rather than
     // crash-loop, and stay unready meanwhile.
@@ -112,37 +91,21 @@ async fn main() -> Result<()> {
     };
     tokio::spawn(cert.clone().watch(args.tls_reload_interval));
 
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    let client = Client::try_from(config)?;
+    let client = args.client.client().await?;
     let index = Index::start(&client);
     let metrics = Arc::new(Metrics::default());
     let metrics_refused = metrics.clients_refused.clone();
-    let state = Arc::new(State {
-        client: client.clone(),
-        index: index.clone(),
-        resolver: Resolver {
-            client: client.clone(),
-            workloads: index.workloads.clone(),
-        },
-        allocator: Allocator {
-            api: kube::Api::all(client.clone()),
-            client: client.clone(),
-            hold: args.reservation_hold,
-            index: index.clone(),
-            cooldown: args.cooldown,
-            interface: args.interface.clone(),
-            metrics: metrics.clone(),
-        },
+    let state = Arc::new(State::new(
+        client.clone(),
+        index.clone(),
         metrics,
-        max_reservations: args.max_reservations_per_namespace,
-    });
+        Settings {
+            cooldown: args.cooldown,
+            reservation_hold: args.reservation_hold,
+            max_reservations_per_namespace: args.max_reservations_per_namespace,
+            interface: args.interface.clone(),
+        },
+    ));
     let ready = Arc::new(AtomicBool::new(false));
     {
         let ready = ready.clone();
@@ -201,40 +164,21 @@ async fn main() -> Result<()> {
     }
 
     let handle = axum_server::Handle::new();
-    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
-        .await
-        .with_context(|| format!("binding --metrics-listen {}", args.metrics_listen))?;
-    let (metrics_stop_tx, mut metrics_stop) = tokio::sync::watch::channel(false);
-    let metrics_server = tokio::spawn(
-        axum::serve(metrics_listener, metrics_router(app.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = metrics_stop.changed().await;
-            })
-            .into_future(),
-    );
+    let admin = AdminServer::start(args.admin.metrics_listen, app.clone()).await?;
+    let stop = shutdown::signal()?;
     {
         let handle = handle.clone();
         tokio::spawn(async move {
-            shutdown_signal().await;
+            stop.await;
             tracing::info!("shutting down; finishing open requests");
             handle.graceful_shutdown(Some(Duration::from_secs(10)));
         });
     }
-    tracing::info!(listen = %args.listen, metrics_listen = %args.metrics_listen, "serving");
+    tracing::info!(listen = %args.listen, metrics_listen = %args.admin.metrics_listen, "serving");
     axum_server::bind_rustls(args.listen, tls)
         .handle(handle)
         .serve(admission_router(app).into_make_service())
         .await?;
-    let _ = metrics_stop_tx.send(true);
-    metrics_server.await??;
+    admin.stop(Duration::from_secs(2)).await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

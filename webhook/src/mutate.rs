@@ -65,7 +65,7 @@ pub async fn mutate(state: &State, req: &AdmissionRequest<Pod>) -> AdmissionResp
     }
     let Some(pod) = req.object.as_ref() else {
         state.metrics.admission("mutate", "invalid");
-        return AdmissionResponse::invalid("pod CREATE review without an object");
+        return invalid(req, "pod CREATE review without an object");
     };
     let ns = req.namespace.clone().unwrap_or_default();
     // Read once: the scope check and the decision both need the namespace's labels.
@@ -102,9 +102,9 @@ pub async fn mutate(state: &State, req: &AdmissionRequest<Pod>) -> AdmissionResp
                     tracing::info!(pod_ref = %format!("{ns}/{shown}"), allocation = %allocation.render(), dry_run = req.dry_run, "decided");
                     r
                 }
-                Err(e) => AdmissionResponse::invalid(e.to_string()),
+                Err(e) => invalid(req, e),
             },
-            Err(e) => AdmissionResponse::invalid(e.to_string()),
+            Err(e) => invalid(req, e),
         },
         Err(denial) => {
             state.metrics.admission("mutate", "denied");
@@ -120,6 +120,13 @@ pub async fn mutate(state: &State, req: &AdmissionRequest<Pod>) -> AdmissionResp
             resp.deny(msg)
         }
     }
+}
+
+/// An answer that says the review could not be handled, naming the request it answers.
+fn invalid(req: &AdmissionRequest<Pod>, why: impl ToString) -> AdmissionResponse {
+    let mut resp = AdmissionResponse::invalid(why);
+    resp.uid = req.uid.clone();
+    resp
 }
 
 type Decision = (

@@ -7,13 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State as Ext;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use pinip_api::IPPool;
+use pinip_runtime::Admin;
 use serde_json::Value;
 
 use crate::state::State;
@@ -28,36 +30,22 @@ pub struct App {
 pub fn admission_router(app: App) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
-        .route("/validate", post(validate))
+        .route("/validate/pods", post(validate_pod))
+        .route("/validate/ippools", post(validate_pool))
+        .route("/validate/workloads", post(validate_workload))
+        // Webhook configurations from before the typed routes name one path for all three.
+        .route("/validate", post(validate_any))
         .with_state(app)
 }
 
-/// The metrics port's routes.
-pub fn metrics_router(app: App) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(app)
-}
-
-async fn readyz(Ext(app): Ext<App>) -> Response {
-    if app.ready.load(Ordering::Relaxed) {
-        "ok".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "watches not synced").into_response()
+/// The metrics port (`pinip_runtime::admin`): ready once the watches have listed.
+impl Admin for App {
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
     }
-}
-
-async fn metrics(Ext(app): Ext<App>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.state.metrics.render(&app.state.index),
-    )
-        .into_response()
+    fn metrics(&self) -> String {
+        self.state.metrics.render(&self.state.index)
+    }
 }
 
 /// Reads a review; a body that is not one is answered as an invalid review, not a 4xx, so the
@@ -76,15 +64,77 @@ where
 async fn mutate(Ext(app): Ext<App>, body: axum::body::Bytes) -> Response {
     let resp = match parse::<Pod>(&body) {
         Ok(req) => crate::mutate::mutate(&app.state, &req).await,
-        Err(why) => AdmissionResponse::invalid(why),
+        Err(why) => invalid(&body, why),
     };
     reply(resp)
 }
 
-async fn validate(Ext(app): Ext<App>, body: axum::body::Bytes) -> Response {
-    let resp = match parse::<DynamicObject>(&body) {
-        Ok(req) => crate::validate::validate(&app.state, &req).await,
-        Err(why) => AdmissionResponse::invalid(why),
+async fn validate_pod(Ext(app): Ext<App>, body: axum::body::Bytes) -> Response {
+    reply(pod_review(&app, &body).await)
+}
+
+async fn validate_pool(Ext(app): Ext<App>, body: axum::body::Bytes) -> Response {
+    reply(pool_review(&app, &body).await)
+}
+
+async fn validate_workload(Ext(app): Ext<App>, body: axum::body::Bytes) -> Response {
+    reply(workload_review(&app, &body).await)
+}
+
+async fn pod_review(app: &App, body: &[u8]) -> AdmissionResponse {
+    match parse::<Pod>(body) {
+        Ok(req) => crate::validate::pod(&app.state, &req).await,
+        Err(why) => invalid(body, why),
+    }
+}
+
+async fn pool_review(app: &App, body: &[u8]) -> AdmissionResponse {
+    match parse::<IPPool>(body) {
+        Ok(req) => crate::validate::pool(&app.state, &req).await,
+        Err(why) => invalid(body, why),
+    }
+}
+
+async fn workload_review(app: &App, body: &[u8]) -> AdmissionResponse {
+    match parse::<DynamicObject>(body) {
+        Ok(req) => crate::validate::workload(&app.state, &req).await,
+        Err(why) => invalid(body, why),
+    }
+}
+
+/// What a review is about, read without its object: the kind picks a typed route, the uid
+/// lets an invalid review's answer name the request it answers.
+#[derive(serde::Deserialize)]
+struct Peek {
+    request: PeekRequest,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekRequest {
+    #[serde(default)]
+    uid: String,
+    kind: Option<kube::core::GroupVersionKind>,
+}
+
+fn peek(body: &[u8]) -> Option<PeekRequest> {
+    serde_json::from_slice::<Peek>(body).ok().map(|p| p.request)
+}
+
+/// The answer to a review that cannot be read as the route's kind.
+fn invalid(body: &[u8], why: String) -> AdmissionResponse {
+    let mut resp = AdmissionResponse::invalid(why);
+    if let Some(r) = peek(body) {
+        resp.uid = r.uid;
+    }
+    resp
+}
+
+async fn validate_any(Ext(app): Ext<App>, body: axum::body::Bytes) -> Response {
+    let kind = peek(&body).and_then(|r| r.kind).map(|k| (k.group, k.kind));
+    let resp = match kind.as_ref().map(|(g, k)| (g.as_str(), k.as_str())) {
+        Some(("", "Pod")) => pod_review(&app, &body).await,
+        Some(("pinip.io", "IPPool")) => pool_review(&app, &body).await,
+        _ => workload_review(&app, &body).await,
     };
     reply(resp)
 }

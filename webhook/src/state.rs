@@ -1,6 +1,7 @@
 //! What every request handler shares.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::Client;
 use pinip_index::Resolver;
@@ -18,4 +19,40 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Most claims reserved for pods of one namespace that the binder has not bound yet.
     pub max_reservations: usize,
+}
+
+/// The decision's settings (the webhook's flags).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// An address released less than this long ago is not handed out again.
+    pub cooldown: Duration,
+    /// How long a claim reserved for a pod that does not exist yet stays reserved for it.
+    pub reservation_hold: Duration,
+    pub max_reservations_per_namespace: usize,
+    /// The pod interface allocations are written for.
+    pub interface: String,
+}
+
+impl State {
+    pub fn new(client: Client, index: Index, metrics: Arc<Metrics>, settings: Settings) -> State {
+        State {
+            resolver: Resolver {
+                client: client.clone(),
+                workloads: index.workloads.clone(),
+            },
+            allocator: Allocator {
+                api: kube::Api::all(client.clone()),
+                client: client.clone(),
+                hold: settings.reservation_hold,
+                index: index.clone(),
+                cooldown: settings.cooldown,
+                interface: settings.interface,
+                metrics: metrics.clone(),
+            },
+            client,
+            index,
+            metrics,
+            max_reservations: settings.max_reservations_per_namespace,
+        }
+    }
 }

@@ -17,84 +17,81 @@ use crate::state::State;
 use pinip_api::holder::{ClaimHolder, Record};
 use pinip_api::owner::{self, holder};
 
-pub async fn validate(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-    let resp = AdmissionResponse::from(req);
-    let verdict = match (req.kind.group.as_str(), req.kind.kind.as_str()) {
-        ("", "Pod") => pod(state, req).await,
-        ("pinip.io", "IPPool") => pool(state, req).await,
+/// /validate/pods: create-time checks of a pod's pinip annotations.
+pub async fn pod(state: &State, req: &AdmissionRequest<Pod>) -> AdmissionResponse {
+    answer(state, req, pod_verdict(state, req).await)
+}
+
+/// /validate/ippools: a pool is valid, overlaps no other, and strands no claimed address.
+pub async fn pool(state: &State, req: &AdmissionRequest<IPPool>) -> AdmissionResponse {
+    answer(state, req, pool_verdict(state, req))
+}
+
+/// /validate/workloads: Deployments, StatefulSets, DaemonSets and Jobs are only ever warned
+/// about, never denied.
+pub async fn workload(state: &State, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let mut resp = AdmissionResponse::from(req);
+    let warnings = match (req.kind.group.as_str(), req.kind.kind.as_str()) {
         ("apps", kind @ ("Deployment" | "StatefulSet" | "DaemonSet")) | ("batch", kind @ "Job") => {
-            // Workloads are only ever warned about, never denied.
             let ns = req.namespace.clone().unwrap_or_default();
-            let warnings = req
-                .object
+            req.object
                 .as_ref()
                 .and_then(|o| serde_json::to_value(o).ok())
                 .map(|o| crate::warn::workload_warnings(kind, &ns, o))
-                .unwrap_or_default();
-            state.metrics.admission("validate", "allowed");
-            let mut resp = resp;
-            if !warnings.is_empty() {
-                resp.warnings = Some(warnings);
-            }
-            return resp;
+                .unwrap_or_default()
         }
-        _ => Ok(()),
+        _ => Vec::new(),
     };
+    state.metrics.admission("validate", "allowed");
+    if !warnings.is_empty() {
+        resp.warnings = Some(warnings);
+    }
+    resp
+}
+
+fn answer<T: kube::Resource>(
+    state: &State,
+    req: &AdmissionRequest<T>,
+    verdict: Result<(), Verdict>,
+) -> AdmissionResponse {
     match verdict {
         Ok(()) => {
             state.metrics.admission("validate", "allowed");
-            resp
+            AdmissionResponse::from(req)
         }
         Err(Verdict::Deny(msg)) => {
             state.metrics.admission("validate", "denied");
             tracing::info!(kind = %req.kind.kind, name = %req.name, message = %msg, "denied");
-            resp.deny(msg)
-        }
-        Err(Verdict::Invalid(msg)) => {
-            state.metrics.admission("validate", "invalid");
-            AdmissionResponse::invalid(msg)
+            AdmissionResponse::from(req).deny(msg)
         }
     }
 }
 
 enum Verdict {
     Deny(String),
-    Invalid(String),
-}
-
-fn typed<T: serde::de::DeserializeOwned>(o: Option<&DynamicObject>) -> Result<Option<T>, Verdict> {
-    o.map(|o| {
-        serde_json::to_value(o)
-            .and_then(serde_json::from_value)
-            .map_err(|e| Verdict::Invalid(format!("cannot read object: {e}")))
-    })
-    .transpose()
 }
 
 fn annotations(p: &Pod) -> std::collections::BTreeMap<String, String> {
     p.metadata.annotations.clone().unwrap_or_default()
 }
 
-async fn pod(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(), Verdict> {
+async fn pod_verdict(state: &State, req: &AdmissionRequest<Pod>) -> Result<(), Verdict> {
     let ns = req.namespace.clone().unwrap_or_default();
-    let new: Option<Pod> = typed(req.object.as_ref())?;
     let deny = |p: &Pod, why: String| {
         Verdict::Deny(format!("pinip: pod {ns}/{}: {why}", owner::display_name(p)))
     };
     // Changes after creation are refused by kube-apiserver itself (the
     // ValidatingAdmissionPolicy `pinip-pod-annotations`), for every subresource.
-    match (&req.operation, new) {
+    match (&req.operation, &req.object) {
         (&Operation::Create, Some(p)) => {
-            let a = annotations(&p);
+            let a = annotations(p);
             if let Some(v) = a.get(IP) {
                 let ns_labels = namespace_labels(state, &ns)
                     .await
-                    .map_err(|why| deny(&p, format!("{why}; try again")))?;
-                let req: IpRequest =
-                    v.parse()
-                        .map_err(|e: pinip_api::annotations::AnnotationError| {
-                            deny(&p, e.to_string())
-                        })?;
+                    .map_err(|why| deny(p, format!("{why}; try again")))?;
+                let req: IpRequest = v
+                    .parse()
+                    .map_err(|e: pinip_api::annotations::AnnotationError| deny(p, e.to_string()))?;
                 for ip in &req.0 {
                     let allowed = state.index.ledger.pools().iter().any(|pool| {
                         namespace_may_use(&pool.object, &ns_labels)
@@ -102,21 +99,19 @@ async fn pod(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(),
                     });
                     if !allowed {
                         return Err(deny(
-                            &p,
+                            p,
                             format!("no pool this namespace may use contains {ip}"),
                         ));
                     }
                 }
             }
             if let Some(v) = a.get(ALLOCATION) {
-                let alloc: Allocation =
-                    v.parse()
-                        .map_err(|e: pinip_api::annotations::AnnotationError| {
-                            deny(&p, e.to_string())
-                        })?;
-                check_allocation(state, &p, &ns, &alloc, req.dry_run)
+                let alloc: Allocation = v
+                    .parse()
+                    .map_err(|e: pinip_api::annotations::AnnotationError| deny(p, e.to_string()))?;
+                check_allocation(state, p, &ns, &alloc, req.dry_run)
                     .await
-                    .map_err(|why| deny(&p, why))?;
+                    .map_err(|why| deny(p, why))?;
             }
             Ok(())
         }
@@ -204,7 +199,7 @@ fn records(claim: &ClaimInfo, p: &Pod, ns: &str) -> bool {
     }
 }
 
-async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<(), Verdict> {
+fn pool_verdict(state: &State, req: &AdmissionRequest<IPPool>) -> Result<(), Verdict> {
     let name = req.name.clone();
     let deny = |why: String| Verdict::Deny(format!("pinip: IPPool {name}: {why}"));
     let ledger = &state.index.ledger;
@@ -228,7 +223,7 @@ async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<()
         }
         return Ok(());
     }
-    let Some(new) = typed::<IPPool>(req.object.as_ref())? else {
+    let Some(new) = &req.object else {
         return Ok(());
     };
     let usable = new.spec.usable().map_err(|e| deny(e.to_string()))?;
@@ -244,7 +239,7 @@ async fn pool(state: &State, req: &AdmissionRequest<DynamicObject>) -> Result<()
         }
     }
     if req.operation == Operation::Update
-        && let Some(old) = typed::<IPPool>(req.old_object.as_ref())?
+        && let Some(old) = &req.old_object
     {
         // `network` is immutable in the CRD itself (claim names carry it); this is the
         // backstop for a cluster whose CRD predates that rule.

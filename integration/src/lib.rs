@@ -20,6 +20,7 @@ pub mod pki;
 pub mod process;
 pub mod secret_volume;
 pub mod stack;
+pub mod suite;
 pub mod wait;
 
 pub use bed::{Bed, BedOptions, Ipam, MainPlugin};

@@ -54,7 +54,7 @@ fn certs_cmd(bed: &Bed, kubeconfig: &std::path::Path, extra: &[&str]) -> Result<
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .args(["--dns-name=localhost"])
         .args(extra)
-        .env("RUST_LOG", "info")
+        .env("PINIP_LOG", "info")
         .output()?;
     if !out.status.success() {
         bail!(

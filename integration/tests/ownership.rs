@@ -19,6 +19,7 @@ use pinip_api::annotations::{ALLOCATION, Allocation};
 use pinip_integration::controlplane::upstream_bin_dir;
 use pinip_integration::invariants::Snapshot;
 use pinip_integration::stack::{Stack, StackOptions};
+use pinip_integration::suite::Suite;
 use pinip_integration::wait::{pod_running, pods_running, wait_for};
 use pinip_integration::{BedOptions, MainPlugin};
 use serde_json::{Value, json};
@@ -135,8 +136,44 @@ fn kubectl_apply(stack: &Stack, obj: &Value) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ownership_holds_against_tenants_and_replacements() -> Result<()> {
+fn main() {
+    Suite::new(start)
+        .case("generate_name_pod_keeps_its_claim", |s| {
+            Box::pin(generate_name_pod_keeps_its_claim(s))
+        })
+        .case("one_fixed_address_serves_one_pod", |s| {
+            Box::pin(one_fixed_address_serves_one_pod(s))
+        })
+        .case("forged_owners_take_nothing", |s| {
+            Box::pin(forged_owners_take_nothing(s))
+        })
+        .case("statefulset_replaced_at_once", |s| {
+            Box::pin(statefulset_replaced_at_once(s))
+        })
+        .case("subresources_cannot_rewrite", |s| {
+            Box::pin(subresources_cannot_rewrite(s))
+        })
+        .case("other_network_refused", |s| {
+            Box::pin(other_network_refused(s))
+        })
+        .case("refused_pods_leave_nothing", |s| {
+            Box::pin(refused_pods_leave_nothing(s))
+        })
+        .case("forged_reviews_refused", |s| {
+            Box::pin(forged_reviews_refused(s))
+        })
+        .case("unreadable_claim_keeps_its_address", |s| {
+            Box::pin(unreadable_claim_keeps_its_address(s))
+        })
+        // Last: whatever the cases left, every claim settles with its pod.
+        .case("zz_settled_after_all_cases", |s| {
+            Box::pin(settled(&s.client, None))
+        })
+        .run()
+}
+
+/// The stack every case runs on: macvlan pods, short holds and grace periods, two pools.
+async fn start() -> Result<Stack> {
     let stack = Stack::start(StackOptions {
         bed: BedOptions {
             main_plugin: MainPlugin::Macvlan,
@@ -164,53 +201,7 @@ async fn ownership_holds_against_tenants_and_replacements() -> Result<()> {
             json!({"cidr": "10.45.0.0/24", "gateway": "10.45.0.1"}),
         )
         .await?;
-    // Every case runs (each in its own namespace) and every failure is reported.
-    let mut failed = Vec::new();
-    let mut case = |name: &str, r: Result<()>| {
-        if let Err(e) = r {
-            eprintln!("FAILED {name}: {e:#}");
-            failed.push(format!("{name}: {e:#}"));
-        }
-    };
-    case(
-        "case 1: a generateName pod keeps its claim",
-        generate_name_pod_keeps_its_claim(&stack).await,
-    );
-    case(
-        "case 2: one fixed address serves one pod",
-        one_fixed_address_serves_one_pod(&stack).await,
-    );
-    case(
-        "case 3: forged owners take nothing",
-        forged_owners_take_nothing(&stack).await,
-    );
-    case(
-        "case 4: a StatefulSet deleted and re-created at once",
-        statefulset_replaced_at_once(&stack).await,
-    );
-    case(
-        "case 5: subresources cannot rewrite the allocation",
-        subresources_cannot_rewrite(&stack).await,
-    );
-    case(
-        "case 6: another network's pool never lands on the primary interface",
-        other_network_refused(&stack).await,
-    );
-    case(
-        "case 7: pods refused after admission leave nothing behind",
-        refused_pods_leave_nothing(&stack).await,
-    );
-    case(
-        "case 8: a forged AdmissionReview from anyone but kube-apiserver is refused",
-        forged_reviews_refused(&stack).await,
-    );
-    case(
-        "case 9: a claim pinip cannot read keeps its address",
-        unreadable_claim_keeps_its_address(&stack).await,
-    );
-    case("at the end: settled", settled(&stack.client, None).await);
-    ensure!(failed.is_empty(), "{}", failed.join("\n"));
-    Ok(())
+    Ok(stack)
 }
 
 /// Case 1: a bare pod created with only generateName runs past the binder's reclaim grace

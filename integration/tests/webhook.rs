@@ -15,6 +15,7 @@ use kube::{Client, ResourceExt};
 use pinip_api::annotations::{ALLOCATION, Allocation};
 use pinip_api::{IPClaim, IPPool};
 use pinip_integration::pinip::{self, Webhooks};
+use pinip_integration::suite::Suite;
 use pinip_integration::wait::{pod_running, wait_for};
 use pinip_integration::{Bed, BedOptions, Ipam};
 use serde_json::{Value, json};
@@ -77,7 +78,58 @@ async fn configured(bed: &Bed, p: &Pod) -> Result<Vec<String>> {
     bed.pod_addresses(p, "eth0").await
 }
 
-async fn setup() -> Result<(Bed, Webhooks, Client)> {
+fn main() {
+    Suite::new(start)
+        .case(
+            "bare_pods_get_their_zone_address_configured_by_containerd",
+            |s| Box::pin(bare_pods_get_their_zone_address_configured_by_containerd(s)),
+        )
+        .case("generate_name_pod_is_admitted_and_keeps_its_claim", |s| {
+            Box::pin(generate_name_pod_is_admitted_and_keeps_its_claim(s))
+        })
+        .case("zoned_deployment_lands_in_its_zone", |s| {
+            Box::pin(zoned_deployment_lands_in_its_zone(s))
+        })
+        .case("statefulset_pod_recreated_keeps_its_address", |s| {
+            Box::pin(statefulset_pod_recreated_keeps_its_address(s))
+        })
+        .case("concurrent_pods_get_distinct_addresses", |s| {
+            Box::pin(concurrent_pods_get_distinct_addresses(s))
+        })
+        .case("exhausted_pool_denies_and_cannot_be_deleted", |s| {
+            Box::pin(exhausted_pool_denies_and_cannot_be_deleted(s))
+        })
+        .case("supplied_or_changed_allocations_denied", |s| {
+            Box::pin(supplied_or_changed_allocations_denied(s))
+        })
+        .case("overlapping_pool_denied", |s| {
+            Box::pin(overlapping_pool_denied(s))
+        })
+        .case("dry_run_creates_no_claim", |s| {
+            Box::pin(dry_run_creates_no_claim(s))
+        })
+        .case("only_pinip_writes_claims", |s| {
+            Box::pin(only_pinip_writes_claims(s))
+        })
+        .case("pinip_requests_run_under_its_flowschema", |s| {
+            Box::pin(pinip_requests_run_under_its_flowschema(s))
+        })
+        .case("denials_and_decisions_are_counted", |s| {
+            Box::pin(denials_and_decisions_are_counted(s))
+        })
+        .run()
+}
+
+/// What every case shares. Dropped in this order: webhooks, then the bed.
+struct Hooked {
+    hooks: Webhooks,
+    client: Client,
+    bed: Bed,
+}
+
+/// The bed every case runs on: two webhook replicas by URL, four pools, containerd on both
+/// zone-a nodes.
+async fn start() -> Result<Hooked> {
     let bin_dir = pinip::bin_dir()?;
     let bed = Bed::start(BedOptions {
         ipam: Ipam::Pinip { bin_dir },
@@ -130,18 +182,16 @@ async fn setup() -> Result<(Bed, Webhooks, Client)> {
         },
     )
     .await?;
-    Ok((bed, hooks, client))
+    Ok(Hooked { hooks, client, bed })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn webhook_end_to_end() -> Result<()> {
-    let (bed, hooks, client) = setup().await?;
+async fn bare_pods_get_their_zone_address_configured_by_containerd(s: &Hooked) -> Result<()> {
+    let (bed, client) = (&s.bed, &s.client);
     let ns = bed
-        .temp_namespace("e2e", json!({"pinip.io/enabled": "true"}))
+        .temp_namespace("bare", json!({"pinip.io/enabled": "true"}))
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let claims: Api<IPClaim> = Api::all(client.clone());
-
     // A bare pod pinned to a zone-a node gets an address of the zone-a default pool, and has
     // exactly that address configured in its sandbox by containerd's CNI call: on node-1 pinip
     // reads the annotation from the runtime, on node-3 from the API server.
@@ -171,7 +221,7 @@ async fn webhook_end_to_end() -> Result<()> {
             .unwrap_or_default();
         assert_eq!(pod_ip, ip.address.addr().to_string());
         assert_eq!(
-            configured(&bed, &p).await?,
+            configured(bed, &p).await?,
             vec![ip.address.to_string()],
             "{node}"
         );
@@ -179,7 +229,16 @@ async fn webhook_end_to_end() -> Result<()> {
         assert_eq!(claim.spec.address, ip.address.to_string());
         assert_eq!(claim.spec.owner.kind, "Pod");
     }
+    Ok(())
+}
 
+async fn generate_name_pod_is_admitted_and_keeps_its_claim(s: &Hooked) -> Result<()> {
+    let (bed, client) = (&s.bed, &s.client);
+    let ns = bed
+        .temp_namespace("generate", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let claims: Api<IPClaim> = Api::all(client.clone());
     // A bare pod that has only generateName at admission is admitted and keeps its claim.
     let generated: Pod = serde_json::from_value(json!({"metadata": {"generateName": "gen-"},
         "spec": {"containers": [{"name": "app", "image": "registry.invalid/none:1"}], "nodeSelector": {NOWHERE: "yes"}}}))?;
@@ -194,7 +253,16 @@ async fn webhook_end_to_end() -> Result<()> {
         ),
         ("Pod", "gen-")
     );
+    Ok(())
+}
 
+async fn zoned_deployment_lands_in_its_zone(s: &Hooked) -> Result<()> {
+    let (bed, client) = (&s.bed, &s.client);
+    let ns = bed
+        .temp_namespace("zoned", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let claims: Api<IPClaim> = Api::all(client.clone());
     // A pool with a zone nodeSelector: every pod lands in that zone (real scheduler).
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let d: Deployment = serde_json::from_value(json!({
@@ -217,13 +285,13 @@ async fn webhook_end_to_end() -> Result<()> {
     .await?;
     for p in &zoned {
         assert_eq!(
-            node_zone(&client, &node_of(p)).await?,
+            node_zone(client, &node_of(p)).await?,
             "b",
             "{}",
             p.name_any()
         );
         assert!(first_ip(p)?.starts_with("10.51.0."));
-        assert_eq!(configured(&bed, p).await?.len(), 1);
+        assert_eq!(configured(bed, p).await?.len(), 1);
         let claim = claims
             .get(&allocation(p)?.interfaces[0].ips[0].claim)
             .await?;
@@ -235,7 +303,16 @@ async fn webhook_end_to_end() -> Result<()> {
             ("Deployment", "zoned")
         );
     }
+    Ok(())
+}
 
+async fn statefulset_pod_recreated_keeps_its_address(s: &Hooked) -> Result<()> {
+    let (bed, client) = (&s.bed, &s.client);
+    let ns = bed
+        .temp_namespace("stateful", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let claims: Api<IPClaim> = Api::all(client.clone());
     // A StatefulSet pod deleted and recreated gets the same address.
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let s: StatefulSet = serde_json::from_value(json!({
@@ -261,16 +338,25 @@ async fn webhook_end_to_end() -> Result<()> {
     .await?;
     assert_eq!(first_ip(&after)?, ip_before);
     assert_eq!(
-        configured(&bed, &after).await?,
+        configured(bed, &after).await?,
         vec![allocation(&after)?.interfaces[0].ips[0].address.to_string()]
     );
     let claim = claims
         .get(&allocation(&after)?.interfaces[0].ips[0].claim)
         .await?;
     assert_eq!(claim.spec.owner.ordinal, Some(1));
+    Ok(())
+}
 
+async fn concurrent_pods_get_distinct_addresses(s: &Hooked) -> Result<()> {
+    let (bed, hooks, client) = (&s.bed, &s.hooks, &s.client);
+    let ns = bed
+        .temp_namespace("concurre", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let claims: Api<IPClaim> = Api::all(client.clone());
     // 200 pods created concurrently through two replicas get 200 distinct addresses.
-    let conflicts_before = conflict_total(&hooks).await?;
+    let conflicts_before = conflict_total(hooks).await?;
     let created: Vec<Pod> = futures::stream::iter(0..200)
         .map(|i| {
             let pods = pods.clone();
@@ -308,9 +394,17 @@ async fn webhook_end_to_end() -> Result<()> {
     assert_eq!(big_claims, 200);
     eprintln!(
         "200 concurrent pods: connections per replica {per_replica:?}, 409 retries {}",
-        conflict_total(&hooks).await? - conflicts_before
+        conflict_total(hooks).await? - conflicts_before
     );
+    Ok(())
+}
 
+async fn exhausted_pool_denies_and_cannot_be_deleted(s: &Hooked) -> Result<()> {
+    let (bed, client) = (&s.bed, &s.client);
+    let ns = bed
+        .temp_namespace("exhauste", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     // An exhausted pool denies creation, naming the pod, the pool and the reason.
     for i in 0..2 {
         pods.create(
@@ -334,7 +428,30 @@ async fn webhook_end_to_end() -> Result<()> {
         )),
         "{msg}"
     );
+    // Deleting a pool with live claims is denied.
+    let err = Api::<IPPool>::all(client.clone())
+        .delete("tiny", &DeleteParams::default())
+        .await
+        .expect_err("delete admitted");
+    assert!(
+        err.to_string().contains("2 addresses are still claimed"),
+        "{err}"
+    );
+    Ok(())
+}
 
+async fn supplied_or_changed_allocations_denied(s: &Hooked) -> Result<()> {
+    let (bed, client) = (&s.bed, &s.client);
+    let ns = bed
+        .temp_namespace("supplied", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let before = pods
+        .create(
+            &PostParams::default(),
+            &pod("owner", json!({"pinip.io/pool": "zone-b"}), unschedulable()),
+        )
+        .await?;
     // A user-supplied allocation is denied, in enabled and in other namespaces.
     let spoof = json!({ALLOCATION: allocation(&before)?.render()});
     let msg = denied(&pods, &pod("spoof", spoof.clone(), unschedulable())).await;
@@ -350,9 +467,9 @@ async fn webhook_end_to_end() -> Result<()> {
         "{msg}"
     );
     // ... and so is changing a pod's pinip annotations after creation.
-    let change = json!({"metadata": {"annotations": {"pinip.io/pool": "zone-b"}}});
+    let change = json!({"metadata": {"annotations": {"pinip.io/pool": "zone-a"}}});
     let err = pods
-        .patch("many-0", &PatchParams::default(), &Patch::Merge(change))
+        .patch("owner", &PatchParams::default(), &Patch::Merge(change))
         .await
         .expect_err("annotation change admitted");
     assert!(
@@ -368,7 +485,11 @@ async fn webhook_end_to_end() -> Result<()> {
         )
         .await?;
     assert!(untouched.annotations().get(ALLOCATION).is_none());
+    Ok(())
+}
 
+async fn overlapping_pool_denied(s: &Hooked) -> Result<()> {
+    let client = &s.client;
     // An overlapping IPPool is denied.
     let pools: Api<IPPool> = Api::all(client.clone());
     let overlap: IPPool =
@@ -379,16 +500,16 @@ async fn webhook_end_to_end() -> Result<()> {
         .await
         .expect_err("overlap admitted");
     assert!(err.to_string().contains("overlaps pool zone-a"), "{err}");
-    // Deleting a pool with live claims is denied.
-    let err = pools
-        .delete("big", &DeleteParams::default())
-        .await
-        .expect_err("delete admitted");
-    assert!(
-        err.to_string().contains("200 addresses are still claimed"),
-        "{err}"
-    );
+    Ok(())
+}
 
+async fn dry_run_creates_no_claim(s: &Hooked) -> Result<()> {
+    let (bed, client) = (&s.bed, &s.client);
+    let ns = bed
+        .temp_namespace("dry", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let claims: Api<IPClaim> = Api::all(client.clone());
     // A dry-run creation is decided but creates no claim.
     let count = claims.list(&ListParams::default()).await?.items.len();
     let dry = pods
@@ -405,7 +526,15 @@ async fn webhook_end_to_end() -> Result<()> {
         claims.list(&ListParams::default()).await?.items.len(),
         count
     );
+    Ok(())
+}
 
+async fn only_pinip_writes_claims(s: &Hooked) -> Result<()> {
+    let (bed, client) = (&s.bed, &s.client);
+    let ns = bed
+        .temp_namespace("only", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let claims: Api<IPClaim> = Api::all(client.clone());
     // Only pinip's own identities write IPClaims (ValidatingAdmissionPolicy); the admin may not.
     let forged: IPClaim =
         serde_json::from_value(json!({"apiVersion": "pinip.io/v1alpha1", "kind": "IPClaim",
@@ -421,14 +550,14 @@ async fn webhook_end_to_end() -> Result<()> {
         "{err}"
     );
     // ... nor change, re-status or delete one that exists.
-    let existing = claims
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .next()
-        .context("some claim")?
-        .name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let owner = pods
+        .create(
+            &PostParams::default(),
+            &pod("owner", json!({"pinip.io/pool": "zone-b"}), unschedulable()),
+        )
+        .await?;
+    let existing = allocation(&owner)?.interfaces[0].ips[0].claim.clone();
     let steal = json!({"spec": {"pod": {"name": "thief"}}});
     let status = json!({"status": {"phase": "Released"}});
     let attempts = [
@@ -461,7 +590,11 @@ async fn webhook_end_to_end() -> Result<()> {
             "{what}: {err}"
         );
     }
+    Ok(())
+}
 
+async fn pinip_requests_run_under_its_flowschema(s: &Hooked) -> Result<()> {
+    let client = &s.client;
     // pinip's API calls run under its FlowSchema, at the controllers' priority level.
     let apf = client
         .request_text(http::Request::get("/metrics").body(Vec::new())?)
@@ -476,16 +609,45 @@ async fn webhook_end_to_end() -> Result<()> {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>();
     assert!(dispatched > 0.0, "no request under FlowSchema pinip");
+    Ok(())
+}
 
-    // Denials and decisions are counted.
-    let metrics = pinip::webhook_get(hooks.metrics_ports[0], "/metrics").await?;
-    assert!(
-        metrics.contains("pinip_webhook_denials_total{reason=\"pool_exhausted\"}") || {
-            let m1 = pinip::webhook_get(hooks.metrics_ports[1], "/metrics").await?;
-            m1.contains("pinip_webhook_denials_total{reason=\"pool_exhausted\"}")
-        }
-    );
-    assert!(metrics.contains("pinip_webhook_decision_seconds_bucket"));
+async fn denials_and_decisions_are_counted(s: &Hooked) -> Result<()> {
+    let (bed, hooks, client) = (&s.bed, &s.hooks, &s.client);
+    let ns = bed
+        .temp_namespace("denials", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // Denials and decisions are counted, by reason, in either replica.
+    denied(
+        &pods,
+        &pod("ghost", json!({"pinip.io/pool": "nope"}), unschedulable()),
+    )
+    .await;
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "decided",
+            json!({"pinip.io/pool": "zone-b"}),
+            unschedulable(),
+        ),
+    )
+    .await?;
+    let mut denials = 0.0;
+    let mut decisions = 0.0;
+    for port in &hooks.metrics_ports {
+        let m = pinip::webhook_get(*port, "/metrics").await?;
+        let sum = |prefix: &str| {
+            m.lines()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        denials += sum("pinip_webhook_denials_total{reason=\"unknown_pool\"}");
+        decisions += sum("pinip_webhook_decision_seconds_count");
+    }
+    assert!(denials >= 1.0, "no unknown_pool denial counted");
+    assert!(decisions >= 2.0, "{decisions} decisions counted");
     Ok(())
 }
 

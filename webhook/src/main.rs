@@ -80,12 +80,17 @@ async fn main() -> Result<()> {
 
     // In a pod the Secret may not exist yet (pinip-certs creates it); wait rather than
     // crash-loop, and stay unready meanwhile.
+    // Installed first, so that a pod stopped while it waits for its certificate exits at once.
+    let mut stop = Box::pin(shutdown::signal()?);
     let cert = loop {
         match ReloadingCert::load(&args.tls_dir) {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "waiting for the serving certificate");
-                tokio::time::sleep(args.tls_reload_interval).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(args.tls_reload_interval) => {}
+                    _ = &mut stop => return Ok(()),
+                }
             }
         }
     };
@@ -165,7 +170,6 @@ async fn main() -> Result<()> {
 
     let handle = axum_server::Handle::new();
     let admin = AdminServer::start(args.admin.metrics_listen, app.clone()).await?;
-    let stop = shutdown::signal()?;
     {
         let handle = handle.clone();
         tokio::spawn(async move {

@@ -84,21 +84,45 @@ async fn validate_workload(Ext(app): Ext<App>, body: axum::body::Bytes) -> Respo
 async fn pod_review(app: &App, body: &[u8]) -> AdmissionResponse {
     match parse::<Pod>(body) {
         Ok(req) => crate::validate::pod(&app.state, &req).await,
-        Err(why) => invalid(body, why),
+        Err(why) => {
+            app.state.metrics.admission("validate", "invalid");
+            invalid(body, why)
+        }
     }
 }
 
 async fn pool_review(app: &App, body: &[u8]) -> AdmissionResponse {
     match parse::<IPPool>(body) {
         Ok(req) => crate::validate::pool(&app.state, &req).await,
-        Err(why) => invalid(body, why),
+        Err(why) => {
+            app.state.metrics.admission("validate", "invalid");
+            invalid(body, why)
+        }
     }
 }
 
+/// Workloads are only ever warned about: one that cannot be read is let through with a
+/// warning saying so (and a review that is not one at all is answered as invalid, which the
+/// configuration's `failurePolicy: Ignore` also lets through).
 async fn workload_review(app: &App, body: &[u8]) -> AdmissionResponse {
     match parse::<DynamicObject>(body) {
         Ok(req) => crate::validate::workload(&app.state, &req).await,
-        Err(why) => invalid(body, why),
+        Err(why) => {
+            app.state.metrics.admission("validate", "invalid");
+            match peek(body) {
+                Some(r) if !r.uid.is_empty() => {
+                    let mut resp = AdmissionResponse::invalid("");
+                    resp.uid = r.uid;
+                    resp.allowed = true;
+                    resp.result = Default::default();
+                    resp.warnings = Some(vec![format!(
+                        "pinip: the object could not be read, so it was not checked: {why}"
+                    )]);
+                    resp
+                }
+                _ => AdmissionResponse::invalid(why),
+            }
+        }
     }
 }
 

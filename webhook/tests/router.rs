@@ -311,8 +311,13 @@ async fn default_pool_decision_patches_allocation_and_zone_affinity() {
     let ip = &iface.ips[0];
     assert_eq!(ip.pool, "zone-a");
     let addr = ip.address.addr();
+    let (lo, hi): (std::net::IpAddr, std::net::IpAddr) = (
+        "10.20.0.10".parse().unwrap(),
+        "10.20.0.200".parse().unwrap(),
+    );
     assert!(
-        ip.address.prefix_len() == 24 && addr >= "10.20.0.10".parse::<std::net::IpAddr>().unwrap()
+        ip.address.prefix_len() == 24 && lo <= addr && addr <= hi,
+        "{addr}"
     );
     assert_eq!(ip.claim, claim_name("", &addr));
     assert_eq!(ip.gateway, Some("10.20.0.1".parse().unwrap()));
@@ -837,11 +842,58 @@ async fn the_untyped_route_answers_as_the_typed_ones() {
         Value::Null,
         false,
     );
-    for (typed, r) in [("/validate/pods", &pod), ("/validate/ippools", &pool)] {
-        assert_eq!(
-            send(&hook, typed, r).await,
-            send(&hook, "/validate", r).await,
-            "{typed}"
-        );
+    let blue = serde_json::to_value(self::pool("blue", json!({"cidr": "10.30.0.0/24"}))).unwrap();
+    let delete = review(POOL, "DELETE", Value::Null, blue, false);
+    for (typed, r) in [
+        ("/validate/pods", &pod),
+        ("/validate/ippools", &pool),
+        ("/validate/ippools", &delete),
+    ] {
+        let resp = send(&hook, typed, r).await;
+        assert_eq!(resp["allowed"], false, "{typed}: {resp}");
+        assert_eq!(resp, send(&hook, "/validate", r).await, "{typed}");
     }
+}
+
+#[tokio::test]
+async fn unreadable_objects_are_invalid_and_counted_but_workloads_pass() {
+    let hook = hook();
+    let mut bad = review(
+        POOL,
+        "CREATE",
+        serde_json::to_value(pool("odd", json!({"cidr": "10.95.0.0/24"}))).unwrap(),
+        Value::Null,
+        false,
+    );
+    bad["request"]["object"]["spec"]["cidr"] = json!(5);
+    let resp = send(&hook, "/validate/ippools", &bad).await;
+    assert_eq!(resp["allowed"], false, "{resp}");
+    assert_eq!(resp["status"]["reason"], "InvalidRequest");
+    // A workload that cannot be read is let through, with a warning that says so.
+    let mut r = review(
+        ("apps", "Deployment", "deployments"),
+        "CREATE",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "odd", "namespace": "plain"}, "spec": {"replicas": "many"}}),
+        Value::Null,
+        false,
+    );
+    r["request"]["object"]["metadata"] = json!(7);
+    let resp = send(&hook, "/validate/workloads", &r).await;
+    assert_eq!(resp["allowed"], true, "{resp}");
+    assert!(
+        resp["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.starts_with("pinip: the object could not be read")),
+        "{resp}"
+    );
+    let metrics = pinip_runtime::Admin::metrics(&hook.app);
+    let invalid = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("pinip_webhook_admissions_total{") && l.contains("result=\"invalid\"")
+        })
+        .unwrap_or_default()
+        .to_string();
+    assert!(invalid.ends_with(" 2"), "{invalid:?} in\n{metrics}");
 }

@@ -29,9 +29,11 @@ use crate::workload::Lookups;
 
 mod execute;
 mod memory;
+mod schedule;
 
 use execute::{Done, execute};
 use memory::{HeldClaims, InFlight};
+use schedule::{Outcome, Schedule};
 
 /// What the reconcile loop shares.
 pub struct Context {
@@ -103,7 +105,6 @@ pub struct Reconciler {
     reported: HashSet<Conflict>,
     logged: HashSet<(String, String)>,
     pools_written: HashMap<String, (String, IPPoolStatus)>,
-    failures: u32,
     held: HeldClaims,
 }
 
@@ -115,18 +116,17 @@ impl Reconciler {
             reported: HashSet::new(),
             logged: HashSet::new(),
             pools_written: HashMap::new(),
-            failures: 0,
             held: HeldClaims::default(),
         }
     }
 
-    /// Reconciles what the watches report changed, and everything when a workload changed,
-    /// a watch relisted, a grace period or backoff ends (the earliest time any decision falls
-    /// due), and at least every resync interval.
+    /// Reconciles what the watches report changed, and everything when `Schedule` says so
+    /// (a workload changed, a watch relisted, a grace period or backoff ended, the resync
+    /// interval passed).
     async fn lead(&mut self) {
         // Events from before this term are covered by the first, full pass.
         self.ctx.index.changes.take();
-        let mut next_full = Instant::now();
+        let mut schedule = Schedule::new(self.ctx.resync, Instant::now());
         loop {
             let now = Instant::now();
             let due = self.held.due(now);
@@ -134,17 +134,15 @@ impl Reconciler {
                 .index
                 .changes
                 .claims(due.iter().map(String::as_str));
-            let changed = self.ctx.index.changes.take();
-            let full = changed.everything || Instant::now() >= next_full;
-            let scope = (!full).then_some(changed.claims);
-            let wake = self.pass(scope).await.min(self.ctx.resync);
-            let due = Instant::now() + wake;
-            next_full = if full { due } else { next_full.min(due) };
+            let scope = schedule.scope(self.ctx.index.changes.take(), Instant::now());
+            let full = scope.is_none();
+            let outcome = self.pass(scope).await;
+            schedule.after(full, &outcome, Instant::now());
             tokio::select! {
                 _ = self.ctx.index.changed.notified() => {
                     tokio::time::sleep(self.ctx.debounce).await;
                 }
-                _ = tokio::time::sleep_until(next_full.into()) => {}
+                _ = tokio::time::sleep_until(schedule.next_full().into()) => {}
                 // A held claim's retry: a pass over that claim only.
                 _ = sleep_until_some(self.held.next()) => {}
             }
@@ -152,9 +150,9 @@ impl Reconciler {
     }
 
     /// One reconcile: of the claims in `scope` (with the pods that name them and, for a
-    /// member of an `app` set, the rest of its set), or of everything (`None`). Returns when
-    /// the next decision among them falls due without any change.
-    pub async fn pass(&mut self, scope: Option<HashSet<String>>) -> Duration {
+    /// member of an `app` set, the rest of its set), or of everything (`None`). Returns what
+    /// the scheduler needs to know of it.
+    pub async fn pass(&mut self, scope: Option<HashSet<String>>) -> Outcome {
         let started = Instant::now();
         let now =
             Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
@@ -265,21 +263,12 @@ impl Reconciler {
             .reconcile_seconds
             .get_or_create(&ScopeLabels { scope: scope_label })
             .observe(started.elapsed().as_secs_f64());
-        let mut wake = plan.wake_in.unwrap_or(ctx.resync);
-        if let Some(expiry) = self.in_flight.next_expiry(Instant::now()) {
-            wake = wake.min(expiry.max(Duration::from_millis(100)));
+        Outcome {
+            due_in: plan.wake_in,
+            in_flight_expiry: self.in_flight.next_expiry(Instant::now()),
+            looked_up: looked_up.iter().any(|ok| *ok),
+            errors,
         }
-        if looked_up.iter().any(|ok| *ok) {
-            wake = wake.min(Duration::from_millis(100));
-        }
-        if errors > 0 {
-            self.failures = self.failures.saturating_add(1);
-            let backoff = Duration::from_millis(200) * 2u32.saturating_pow(self.failures.min(6));
-            wake = wake.min(backoff);
-        } else {
-            self.failures = 0;
-        }
-        wake
     }
 
     /// Reports conflicts not reported yet; forgets reported ones that are gone among the

@@ -10,7 +10,7 @@
 //! kept as an [`Unreadable`]: it still exists, so it is never "missing"; its address (from its
 //! name) stays taken and counted in its pool, its owner still keeps it, and it is logged once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
@@ -214,44 +214,18 @@ impl Ledger {
 
     /// The claims of `pool` that cannot be read.
     pub fn unreadable_of(&self, pool: &str) -> Vec<Arc<Unreadable>> {
-        let mut v: Vec<Arc<Unreadable>> = self
-            .read()
-            .unreadable
-            .values()
-            .filter(|u| u.pool == pool)
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        in_pool(&self.read().unreadable, pool)
     }
 
     /// The claims `owner` keeps in `pool` that cannot be read.
     pub fn unreadable_members(&self, owner: &Owner, pool: &str) -> Vec<Arc<Unreadable>> {
         let book = self.read();
-        let mut v: Vec<Arc<Unreadable>> = book
-            .by_owner
-            .get(owner)
-            .into_iter()
-            .flatten()
-            .filter_map(|n| book.unreadable.get(n))
-            .filter(|u| u.pool == pool)
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        kept_by(&book.by_owner, &book.unreadable, owner, pool)
     }
 
     /// The claims of `pool` (a pass over all claims: for pool changes, not pod decisions).
     pub fn claims_of(&self, pool: &str) -> Vec<Arc<ClaimInfo>> {
-        let mut v: Vec<Arc<ClaimInfo>> = self
-            .read()
-            .claims
-            .values()
-            .filter(|c| c.pool == pool)
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        in_pool(&self.read().claims, pool)
     }
 
     /// How many claims name `pool` (unreadable ones included).
@@ -267,17 +241,7 @@ impl Ledger {
     /// The claims `owner` (a workload, or a StatefulSet ordinal) keeps in `pool`, by name.
     pub fn members(&self, owner: &Owner, pool: &str) -> Vec<Arc<ClaimInfo>> {
         let book = self.read();
-        let mut v: Vec<Arc<ClaimInfo>> = book
-            .by_owner
-            .get(owner)
-            .into_iter()
-            .flatten()
-            .filter_map(|n| book.claims.get(n))
-            .filter(|c| c.pool == pool)
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        kept_by(&book.by_owner, &book.claims, owner, pool)
     }
 
     /// Whether `owner` keeps any claim in `pool` (readable or not).
@@ -319,6 +283,65 @@ impl Ledger {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// What the ledger files under a claim's name, readable or not.
+trait Filed {
+    fn name(&self) -> &str;
+    fn pool(&self) -> &str;
+}
+
+impl Filed for ClaimInfo {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn pool(&self) -> &str {
+        &self.pool
+    }
+}
+
+impl Filed for Unreadable {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn pool(&self) -> &str {
+        &self.pool
+    }
+}
+
+fn by_name<T: Filed>(mut v: Vec<Arc<T>>) -> Vec<Arc<T>> {
+    v.sort_by(|a, b| a.name().cmp(b.name()));
+    v
+}
+
+/// The entries of `filed` in `pool`, by name.
+fn in_pool<T: Filed>(filed: &HashMap<String, Arc<T>>, pool: &str) -> Vec<Arc<T>> {
+    by_name(
+        filed
+            .values()
+            .filter(|e| e.pool() == pool)
+            .cloned()
+            .collect(),
+    )
+}
+
+/// The entries of `filed` that `owner` keeps in `pool`, by name.
+fn kept_by<T: Filed>(
+    by_owner: &HashMap<Owner, Vec<String>>,
+    filed: &HashMap<String, Arc<T>>,
+    owner: &Owner,
+    pool: &str,
+) -> Vec<Arc<T>> {
+    by_name(
+        by_owner
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| filed.get(n))
+            .filter(|e| e.pool() == pool)
+            .cloned()
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -64,3 +64,30 @@ pub async fn pods_running(
     )
     .await
 }
+
+/// Waits for an event (core/v1) in namespace `ns` that `matches`, returning its message.
+pub async fn event_message(
+    client: &kube::Client,
+    ns: &str,
+    what: &str,
+    limit: Duration,
+    matches: impl Fn(&k8s_openapi::api::core::v1::Event) -> bool,
+) -> Result<String> {
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+        kube::Api::namespaced(client.clone(), ns);
+    wait_for(what, limit, || async {
+        Ok(events
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|e| matches(e))
+            .and_then(|e| e.message))
+    })
+    .await
+}
+
+/// Whether event `e` has reason `reason` and a message containing `part`.
+pub fn reason_and_message(e: &k8s_openapi::api::core::v1::Event, reason: &str, part: &str) -> bool {
+    e.reason.as_deref() == Some(reason) && e.message.as_deref().is_some_and(|m| m.contains(part))
+}

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pinip_api::IPClaim;
 use pinip_api::annotations::{ALLOCATION, Allocation};
 use pinip_integration::pinip::kubectl;
 use pinip_integration::stack::{Stack, StackOptions};
-use pinip_integration::wait::{pods_running, wait_for};
+use pinip_integration::wait::{event_message, pods_running, reason_and_message, wait_for};
 use serde_json::{Value, json};
 
 const IMAGE: &str = "registry.invalid/none:1";
@@ -319,20 +319,12 @@ async fn app_sets_stay_within_their_bound() -> Result<()> {
         )
         .await?;
     pods_running(&pods, "app=fixed", 2).await?;
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let msg = wait_for(
+    let msg = event_message(
+        client,
+        &ns,
         "the ReplicaSet's FailedCreate event",
         Duration::from_secs(60),
-        || async {
-            Ok(events
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
-                .filter_map(|e| e.message)
-                .find(|m| m.contains("address set of Deployment")))
-        },
+        |e| reason_and_message(e, "FailedCreate", "address set of Deployment"),
     )
     .await?;
     eprintln!("the waiting pod: {msg}");

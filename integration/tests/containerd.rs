@@ -7,13 +7,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use pinip_api::annotations::{ALLOCATION, Allocation};
 use pinip_integration::containerd::{mounts_under, processes_mentioning};
 use pinip_integration::pinip;
-use pinip_integration::wait::{pod_running, wait_for};
+use pinip_integration::wait::{event_message, pod_running, wait_for};
 use pinip_integration::{Bed, BedOptions, Ipam, netns};
 use serde_json::{Value, json};
 
@@ -151,21 +151,14 @@ async fn containerd_runs_the_chain_with_pinip() -> Result<()> {
     plain_pods
         .create(&PostParams::default(), &pod("orphan", "node-1", json!({}))?)
         .await?;
-    let events: Api<Event> = Api::namespaced(client.clone(), &plain);
-    let note = wait_for(
+    let note = event_message(
+        &client,
+        &plain,
         "FailedCreatePodSandBox on orphan",
         Duration::from_secs(30),
-        || async {
-            Ok(events
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("FailedCreatePodSandBox")
-                        && e.involved_object.name.as_deref() == Some("orphan")
-                })
-                .and_then(|e| e.message))
+        |e| {
+            e.reason.as_deref() == Some("FailedCreatePodSandBox")
+                && e.involved_object.name.as_deref() == Some("orphan")
         },
     )
     .await?;

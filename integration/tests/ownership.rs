@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pinip_api::IPClaim;
@@ -20,7 +19,9 @@ use pinip_integration::controlplane::upstream_bin_dir;
 use pinip_integration::invariants::Snapshot;
 use pinip_integration::stack::{Stack, StackOptions};
 use pinip_integration::suite::Suite;
-use pinip_integration::wait::{pod_running, pods_running, wait_for};
+use pinip_integration::wait::{
+    event_message, pod_running, pods_running, reason_and_message, wait_for,
+};
 use pinip_integration::{BedOptions, MainPlugin};
 use serde_json::{Value, json};
 
@@ -275,19 +276,12 @@ async fn one_fixed_address_serves_one_pod(stack: &Stack) -> Result<()> {
         .await?
         .items;
     ensure!(live.len() == 1, "{} pods exist for one address", live.len());
-    let events: Api<Event> = Api::namespaced(stack.client.clone(), &ns);
-    let failed = wait_for(
+    let failed = event_message(
+        &stack.client,
+        &ns,
         "the ReplicaSet's FailedCreate naming the holder",
         Duration::from_secs(20),
-        || async {
-            Ok(events
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .filter_map(|e| e.note)
-                .find(|n| n.contains("is held by live pod")))
-        },
+        |e| reason_and_message(e, "FailedCreate", "is held by live pod"),
     )
     .await?;
     eprintln!("case 2: second replica denied: {failed}");
@@ -753,7 +747,6 @@ fn cluster_user_cert(
 /// nobody else is given the address, and its pool cannot be deleted; once the claim is fixed
 /// the ordinal comes back on its address.
 async fn unreadable_claim_keeps_its_address(stack: &Stack) -> Result<()> {
-    use k8s_openapi::api::core::v1::Event as CoreEvent;
     use pinip_api::IPPool;
     use pinip_integration::pinip::BINDER_USER;
     let client = &stack.client;
@@ -805,20 +798,12 @@ async fn unreadable_claim_keeps_its_address(stack: &Stack) -> Result<()> {
     };
     label(json!("forever")).await?;
     pods.delete("odd-0", &DeleteParams::default()).await?;
-    let events: Api<CoreEvent> = Api::namespaced(client.clone(), &ns);
-    let msg = wait_for(
+    let msg = event_message(
+        client,
+        &ns,
         "the StatefulSet's FailedCreate event naming the unreadable claim",
         Duration::from_secs(60),
-        || async {
-            Ok(events
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
-                .filter_map(|e| e.message)
-                .find(|m| m.contains("cannot be read")))
-        },
+        |e| reason_and_message(e, "FailedCreate", "cannot be read"),
     )
     .await?;
     eprintln!("case 9: {msg}");

@@ -2,8 +2,9 @@
 //! `harness = false` in Cargo.toml) that starts the stack once, on the first case selected, runs
 //! each case as its own test (`cargo test --test ownership -- forged` runs one, `--list` starts
 //! nothing), reports each failure on its own, and tears the stack down after the last case.
-//! Cases run one at a time by default (they share pools and metrics); each makes its own
-//! temporary namespace.
+//! Cases run one at a time by default (they share pools and metrics), in the order they were
+//! added, so a last case may check what all the others left; each makes its own temporary
+//! namespace.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -97,10 +98,17 @@ impl<S: Send + Sync + 'static> Shared<S> {
     fn stack(&self) -> Result<Arc<S>, Failed> {
         let mut slot = self.stack.lock().unwrap_or_else(|p| p.into_inner());
         let started = slot.get_or_insert_with(|| {
-            self.rt
-                .block_on((self.setup)())
-                .map(Arc::new)
-                .map_err(|e| format!("{e:#}"))
+            // A setup that panics fails every case once, like one that returns an error,
+            // instead of being started again by each.
+            let setup = std::panic::AssertUnwindSafe((self.setup)());
+            match self.rt.block_on(futures::FutureExt::catch_unwind(setup)) {
+                Ok(r) => r.map(Arc::new).map_err(|e| format!("{e:#}")),
+                Err(panic) => Err(panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .map_or("setup panicked".into(), |m| format!("setup panicked: {m}"))),
+            }
         });
         match started {
             Ok(s) => Ok(s.clone()),

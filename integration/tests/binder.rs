@@ -112,13 +112,15 @@ async fn statefulset_claims_follow_scale_and_go(s: &Stack) -> Result<()> {
             Ok(p.filter(|p| p.uid() != old.uid() && phase(p) == Some("Running")))
         },
     )
-    .await?;
-    assert_eq!(first(&new)?, addresses["db-1"]);
-    assert_ne!(node_of(&new), Some(old_node.clone()));
-    bound(&claims, &new).await?;
+    .await;
+    // Uncordoned before anything is asserted: later cases schedule on this node.
     nodes
         .patch(&old_node, &PatchParams::default(), &cordon(false))
         .await?;
+    let new = new?;
+    assert_eq!(first(&new)?, addresses["db-1"]);
+    assert_ne!(node_of(&new), Some(old_node.clone()));
+    bound(&claims, &new).await?;
     eprintln!(
         "db-1 recreated on {:?} (was {:?}); claim followed {:?} after the delete",
         node_of(&new),
@@ -185,6 +187,7 @@ async fn spoofed_allocation_is_a_reported_conflict(s: &Stack) -> Result<()> {
         .await?
         .pop()
         .context("pod held")?;
+    bound(&claims, &db0).await?;
     let spoof_name = format!("spoof-{}", std::process::id());
     let spoof: Pod = serde_json::from_value(json!({
         "metadata": {"name": spoof_name, "annotations": {ALLOCATION: allocation(&db0)?.render()}},
@@ -205,7 +208,10 @@ async fn spoofed_allocation_is_a_reported_conflict(s: &Stack) -> Result<()> {
                 }))
         },
     )
-    .await?;
+    .await;
+    // Removed before anything is asserted: later cases must not see it.
+    system.delete(&spoof_name, &DeleteParams::default()).await?;
+    let conflict = conflict?;
     assert_eq!(conflict.type_.as_deref(), Some("Warning"));
     eprintln!("conflict reported: {}", conflict.note.unwrap_or_default());
     assert!(
@@ -215,7 +221,6 @@ async fn spoofed_allocation_is_a_reported_conflict(s: &Stack) -> Result<()> {
             >= 1.0
     );
     bound(&claims, &db0).await?;
-    system.delete(&spoof_name, &DeleteParams::default()).await?;
 
     Ok(())
 }
@@ -227,7 +232,6 @@ async fn deployment_claims_go_with_it(s: &Stack) -> Result<()> {
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let claims: Api<IPClaim> = Api::all(client.clone());
-    let _deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     // A Deployment of 5 deleted: all its claims are gone within 10 s.
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let d: Deployment = serde_json::from_value(json!({
@@ -324,11 +328,8 @@ async fn retain_app_claims_survive_pods_and_go_with_the_deployment(s: &Stack) ->
 
 async fn rejected_pods_reservations_are_reclaimed(s: &Stack) -> Result<()> {
     let (bed, binders, client) = (&s.bed, &s.binders, &s.client);
-    let ns = bed
-        .temp_namespace("bind", json!({"pinip.io/enabled": "true"}))
-        .await?;
-    let _pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let claims: Api<IPClaim> = Api::all(client.clone());
+    let reclaimed_before = binders.metric(0, "pinip_binder_reclaimed_total").await?;
     // Pods rejected after the webhook decided (ResourceQuota runs after mutating webhooks):
     // a bare pod's reservation is deleted after the grace period, a StatefulSet ordinal's is
     // Released and kept while the StatefulSet exists.
@@ -376,7 +377,7 @@ async fn rejected_pods_reservations_are_reclaimed(s: &Stack) -> Result<()> {
         reclaim_after >= Duration::from_secs(4),
         "reclaimed before the grace period"
     );
-    assert!(binders.metric(0, "pinip_binder_reclaimed_total").await? >= 1.0);
+    assert!(binders.metric(0, "pinip_binder_reclaimed_total").await? >= reclaimed_before + 1.0);
     // The StatefulSet's q-0 is refused by the quota on every retry: its ordinal's claim stays
     // reserved for q-0 while the controller retries, is never promoted to a Released member of
     // the set (it was never bound), and goes with the StatefulSet.
@@ -440,8 +441,10 @@ async fn pool_status_and_metrics(s: &Stack) -> Result<()> {
     );
 
     // Metrics (of a pod bound in this case).
-    let _p = pods
-        .create(&PostParams::default(), &bare_pod("counted")?)
+    let reconciles_before = binders
+        .metric(0, "pinip_binder_reconciles_total{result=\"ok\"}")
+        .await?;
+    pods.create(&PostParams::default(), &bare_pod("counted")?)
         .await?;
     let p = pods_running(&pods, "churn=yes", 1)
         .await?
@@ -452,7 +455,7 @@ async fn pool_status_and_metrics(s: &Stack) -> Result<()> {
         binders
             .metric(0, "pinip_binder_reconciles_total{result=\"ok\"}")
             .await?
-            > 0.0
+            > reconciles_before
     );
     assert_eq!(binders.metric(0, "pinip_binder_leader").await?, 1.0);
     let text = binders.get(0, "/metrics").await?;

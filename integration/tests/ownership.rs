@@ -166,7 +166,8 @@ fn main() {
         .case("unreadable_claim_keeps_its_address", |s| {
             Box::pin(unreadable_claim_keeps_its_address(s))
         })
-        // Last: whatever the cases left, every claim settles with its pod.
+        // Last (cases run in this order, one at a time unless --test-threads says otherwise):
+        // whatever the cases left, every claim settles with its pod.
         .case("zz_settled_after_all_cases", |s| {
             Box::pin(settled(&s.client, None))
         })

@@ -392,6 +392,15 @@ async fn concurrent_pods_get_distinct_addresses(s: &Hooked) -> Result<()> {
         .filter(|c| c.spec.pool == "big")
         .count();
     assert_eq!(big_claims, 200);
+    // Deleting a pool with live claims is denied, naming how many.
+    let err = Api::<IPPool>::all(client.clone())
+        .delete("big", &DeleteParams::default())
+        .await
+        .expect_err("delete admitted");
+    assert!(
+        err.to_string().contains("200 addresses are still claimed"),
+        "{err}"
+    );
     eprintln!(
         "200 concurrent pods: connections per replica {per_replica:?}, 409 retries {}",
         conflict_total(hooks).await? - conflicts_before
@@ -400,11 +409,16 @@ async fn concurrent_pods_get_distinct_addresses(s: &Hooked) -> Result<()> {
 }
 
 async fn exhausted_pool_denies_and_cannot_be_deleted(s: &Hooked) -> Result<()> {
-    let (bed, client) = (&s.bed, &s.client);
+    let (bed, hooks, client) = (&s.bed, &s.hooks, &s.client);
     let ns = bed
         .temp_namespace("exhauste", json!({"pinip.io/enabled": "true"}))
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let exhausted_before = counter(
+        hooks,
+        "pinip_webhook_denials_total{reason=\"pool_exhausted\"}",
+    )
+    .await?;
     // An exhausted pool denies creation, naming the pod, the pool and the reason.
     for i in 0..2 {
         pods.create(
@@ -427,6 +441,15 @@ async fn exhausted_pool_denies_and_cannot_be_deleted(s: &Hooked) -> Result<()> {
             "pinip: pod {ns}/tiny-2 (pool tiny): pool tiny is exhausted: all 2 addresses are in use"
         )),
         "{msg}"
+    );
+    assert_eq!(
+        counter(
+            hooks,
+            "pinip_webhook_denials_total{reason=\"pool_exhausted\"}"
+        )
+        .await?,
+        exhausted_before + 1.0,
+        "the denial is counted"
     );
     // Deleting a pool with live claims is denied.
     let err = Api::<IPPool>::all(client.clone())
@@ -619,6 +642,12 @@ async fn denials_and_decisions_are_counted(s: &Hooked) -> Result<()> {
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     // Denials and decisions are counted, by reason, in either replica.
+    let denials_before = counter(
+        hooks,
+        "pinip_webhook_denials_total{reason=\"unknown_pool\"}",
+    )
+    .await?;
+    let decisions_before = counter(hooks, "pinip_webhook_decision_seconds_count").await?;
     denied(
         &pods,
         &pod("ghost", json!({"pinip.io/pool": "nope"}), unschedulable()),
@@ -633,22 +662,34 @@ async fn denials_and_decisions_are_counted(s: &Hooked) -> Result<()> {
         ),
     )
     .await?;
-    let mut denials = 0.0;
-    let mut decisions = 0.0;
+    let denials = counter(
+        hooks,
+        "pinip_webhook_denials_total{reason=\"unknown_pool\"}",
+    )
+    .await?;
+    let decisions = counter(hooks, "pinip_webhook_decision_seconds_count").await?;
+    assert_eq!(
+        denials,
+        denials_before + 1.0,
+        "unknown_pool denials counted"
+    );
+    // At least: a controller may create a pod of an earlier case's workload meanwhile.
+    assert!(decisions >= decisions_before + 2.0, "decisions counted");
+    Ok(())
+}
+
+/// The sum over both replicas of the samples whose line starts with `prefix`.
+async fn counter(hooks: &Webhooks, prefix: &str) -> Result<f64> {
+    let mut total = 0.0;
     for port in &hooks.metrics_ports {
         let m = pinip::webhook_get(*port, "/metrics").await?;
-        let sum = |prefix: &str| {
-            m.lines()
-                .filter(|l| l.starts_with(prefix))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>()
-        };
-        denials += sum("pinip_webhook_denials_total{reason=\"unknown_pool\"}");
-        decisions += sum("pinip_webhook_decision_seconds_count");
+        total += m
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
     }
-    assert!(denials >= 1.0, "no unknown_pool denial counted");
-    assert!(decisions >= 2.0, "{decisions} decisions counted");
-    Ok(())
+    Ok(total)
 }
 
 async fn conflict_total(hooks: &Webhooks) -> Result<u64> {

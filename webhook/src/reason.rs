@@ -73,8 +73,6 @@ pub enum Denial {
     Retain(String),
     #[error("pinip.io/allocation is written only by the pinip webhook; remove it from the pod")]
     AllocationSupplied,
-    #[error("{0}")]
-    Policy(String),
     #[error("could not allocate: {0}; the API server will retry the pod's creation")]
     Api(String),
 }
@@ -100,7 +98,6 @@ impl Denial {
             Denial::Retain(_) => "bad_retain",
             Denial::TooManyReservations { .. } => "too_many_reservations",
             Denial::AllocationSupplied => "allocation_supplied",
-            Denial::Policy(_) => "policy",
             Denial::Api(_) => "api_error",
         }
     }

@@ -160,6 +160,34 @@ mod tests {
             ..Outcome::default()
         };
         assert_eq!(s.after(true, &far, t0), RESYNC);
+        assert_eq!(s.next_full(), t0 + RESYNC, "the full pass is capped too");
+        // The in-flight floor applies to the recheck only, not to a sooner decision.
+        let soon = Outcome {
+            due_in: Some(Duration::from_millis(10)),
+            in_flight_expiry: Some(Duration::from_millis(3)),
+            ..Outcome::default()
+        };
+        assert_eq!(s.after(true, &soon, t0), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn backoff_never_delays_a_decision_that_falls_due_sooner() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(RESYNC, t0);
+        s.after(true, &Outcome::default(), t0);
+        let failed_soon = Outcome {
+            due_in: Some(Duration::from_millis(50)),
+            errors: 2,
+            ..Outcome::default()
+        };
+        // A scoped pass that failed counts as a failure too, and brings the full pass forward.
+        assert_eq!(s.after(false, &failed_soon, t0), Duration::from_millis(50));
+        assert_eq!(s.next_full(), t0 + Duration::from_millis(50));
+        let failed = Outcome {
+            errors: 1,
+            ..Outcome::default()
+        };
+        assert_eq!(s.after(false, &failed, t0), Duration::from_millis(800));
     }
 
     #[test]

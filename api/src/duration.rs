@@ -8,11 +8,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like 30s"))?;
+    let secs = |per: u64| {
+        n.checked_mul(per)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long"))
+    };
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
+        "s" | "" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
         _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
     }
 }
@@ -29,6 +34,14 @@ mod tests {
         assert_eq!(
             parse_duration("1d"),
             Err(r#""1d": unit must be ms, s, m or h"#.to_string())
+        );
+        assert_eq!(
+            parse_duration("8760h"),
+            Ok(Duration::from_secs(8760 * 3600))
+        );
+        assert_eq!(
+            parse_duration("9999999999999999999h"),
+            Err(r#""9999999999999999999h" is too long"#.to_string())
         );
         assert_eq!(
             parse_duration("s"),

@@ -13,6 +13,15 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use libtest_mimic::{Arguments, Failed, Trial};
 
+/// Adds each case function to `suite` as a test of the same name:
+/// `cases!(Suite::new(start), first_case, second_case).run()`.
+#[macro_export]
+macro_rules! cases {
+    ($suite:expr, $($case:ident),+ $(,)?) => {
+        $suite$(.case(stringify!($case), |s| Box::pin($case(s))))+
+    };
+}
+
 pub type CaseFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 type Setup<S> = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<S>> + Send>> + Send + Sync>;
 type Case<S> = Box<dyn Fn(&S) -> CaseFuture<'_> + Send + Sync>;

@@ -12,56 +12,36 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, Pod, ResourceQuota};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use pinip_api::annotations::ALLOCATION;
 use pinip_api::{ClaimPhase, IPClaim, IPPool};
-use pinip_integration::Bed;
-use pinip_integration::binders::Binders;
-use pinip_integration::pinip::{self, Webhooks};
+use pinip_integration::pinip;
 use pinip_integration::wait::{pods_running, wait_for};
 use serde_json::json;
 
 use binder_common::*;
+use pinip_integration::stack::Stack;
 use pinip_integration::suite::Suite;
 
 fn main() {
-    Suite::new(start)
-        .case("statefulset_claims_follow_scale_and_go", |s| {
-            Box::pin(statefulset_claims_follow_scale_and_go(s))
-        })
-        .case("spoofed_allocation_is_a_reported_conflict", |s| {
-            Box::pin(spoofed_allocation_is_a_reported_conflict(s))
-        })
-        .case("deployment_claims_go_with_it", |s| {
-            Box::pin(deployment_claims_go_with_it(s))
-        })
-        .case(
-            "retain_app_claims_survive_pods_and_go_with_the_deployment",
-            |s| Box::pin(retain_app_claims_survive_pods_and_go_with_the_deployment(s)),
-        )
-        .case("rejected_pods_reservations_are_reclaimed", |s| {
-            Box::pin(rejected_pods_reservations_are_reclaimed(s))
-        })
-        .case("pool_status_and_metrics", |s| {
-            Box::pin(pool_status_and_metrics(s))
-        })
-        .run()
-}
-
-/// What every case shares. Dropped in this order: binders, webhooks, then the bed.
-struct Stack {
-    binders: Binders,
-    _hooks: Webhooks,
-    client: Client,
-    bed: Bed,
+    pinip_integration::cases!(
+        Suite::new(start),
+        statefulset_claims_follow_scale_and_go,
+        spoofed_allocation_is_a_reported_conflict,
+        deployment_claims_go_with_it,
+        retain_app_claims_survive_pods_and_go_with_the_deployment,
+        rejected_pods_reservations_are_reclaimed,
+        pool_status_and_metrics,
+    )
+    .run()
 }
 
 async fn start() -> Result<Stack> {
     let (bed, hooks, binders, client) = setup(1, &["--reclaim-grace=5s"]).await?;
     Ok(Stack {
+        hooks,
         binders,
-        _hooks: hooks,
         client,
         bed,
     })

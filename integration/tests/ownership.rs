@@ -138,43 +138,29 @@ fn kubectl_apply(stack: &Stack, obj: &Value) -> Result<String> {
 }
 
 fn main() {
-    Suite::new(start)
-        .case("generate_name_pod_keeps_its_claim", |s| {
-            Box::pin(generate_name_pod_keeps_its_claim(s))
-        })
-        .case("one_fixed_address_serves_one_pod", |s| {
-            Box::pin(one_fixed_address_serves_one_pod(s))
-        })
-        .case("forged_owners_take_nothing", |s| {
-            Box::pin(forged_owners_take_nothing(s))
-        })
-        .case("statefulset_replaced_at_once", |s| {
-            Box::pin(statefulset_replaced_at_once(s))
-        })
-        .case("subresources_cannot_rewrite", |s| {
-            Box::pin(subresources_cannot_rewrite(s))
-        })
-        .case("other_network_refused", |s| {
-            Box::pin(other_network_refused(s))
-        })
-        .case("refused_pods_leave_nothing", |s| {
-            Box::pin(refused_pods_leave_nothing(s))
-        })
-        .case("forged_reviews_refused", |s| {
-            Box::pin(forged_reviews_refused(s))
-        })
-        .case("unreadable_claim_keeps_its_address", |s| {
-            Box::pin(unreadable_claim_keeps_its_address(s))
-        })
-        // Last (cases run in this order, one at a time unless --test-threads says otherwise):
-        // whatever the cases left, every claim settles with its pod.
-        .case("zz_settled_after_all_cases", |s| {
-            Box::pin(settled(&s.client, None))
-        })
-        .run()
+    pinip_integration::cases!(
+        Suite::new(start),
+        generate_name_pod_keeps_its_claim,
+        one_fixed_address_serves_one_pod,
+        forged_owners_take_nothing,
+        statefulset_replaced_at_once,
+        subresources_cannot_rewrite,
+        other_network_refused,
+        refused_pods_leave_nothing,
+        forged_reviews_refused,
+        unreadable_claim_keeps_its_address,
+        zz_settled_after_all_cases,
+    )
+    .run()
 }
 
 /// The stack every case runs on: macvlan pods, short holds and grace periods, two pools.
+/// Last (cases run in the order of `main`, one at a time unless --test-threads says
+/// otherwise): whatever the cases left, every claim settles with its pod.
+async fn zz_settled_after_all_cases(stack: &Stack) -> Result<()> {
+    settled(&stack.client, None).await
+}
+
 async fn start() -> Result<Stack> {
     let stack = Stack::start(StackOptions {
         bed: BedOptions {

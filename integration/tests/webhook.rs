@@ -79,45 +79,22 @@ async fn configured(bed: &Bed, p: &Pod) -> Result<Vec<String>> {
 }
 
 fn main() {
-    Suite::new(start)
-        .case(
-            "bare_pods_get_their_zone_address_configured_by_containerd",
-            |s| Box::pin(bare_pods_get_their_zone_address_configured_by_containerd(s)),
-        )
-        .case("generate_name_pod_is_admitted_and_keeps_its_claim", |s| {
-            Box::pin(generate_name_pod_is_admitted_and_keeps_its_claim(s))
-        })
-        .case("zoned_deployment_lands_in_its_zone", |s| {
-            Box::pin(zoned_deployment_lands_in_its_zone(s))
-        })
-        .case("statefulset_pod_recreated_keeps_its_address", |s| {
-            Box::pin(statefulset_pod_recreated_keeps_its_address(s))
-        })
-        .case("concurrent_pods_get_distinct_addresses", |s| {
-            Box::pin(concurrent_pods_get_distinct_addresses(s))
-        })
-        .case("exhausted_pool_denies_and_cannot_be_deleted", |s| {
-            Box::pin(exhausted_pool_denies_and_cannot_be_deleted(s))
-        })
-        .case("supplied_or_changed_allocations_denied", |s| {
-            Box::pin(supplied_or_changed_allocations_denied(s))
-        })
-        .case("overlapping_pool_denied", |s| {
-            Box::pin(overlapping_pool_denied(s))
-        })
-        .case("dry_run_creates_no_claim", |s| {
-            Box::pin(dry_run_creates_no_claim(s))
-        })
-        .case("only_pinip_writes_claims", |s| {
-            Box::pin(only_pinip_writes_claims(s))
-        })
-        .case("pinip_requests_run_under_its_flowschema", |s| {
-            Box::pin(pinip_requests_run_under_its_flowschema(s))
-        })
-        .case("denials_and_decisions_are_counted", |s| {
-            Box::pin(denials_and_decisions_are_counted(s))
-        })
-        .run()
+    pinip_integration::cases!(
+        Suite::new(start),
+        bare_pods_get_their_zone_address_configured_by_containerd,
+        generate_name_pod_is_admitted_and_keeps_its_claim,
+        zoned_deployment_lands_in_its_zone,
+        statefulset_pod_recreated_keeps_its_address,
+        concurrent_pods_get_distinct_addresses,
+        exhausted_pool_denies_and_cannot_be_deleted,
+        supplied_or_changed_allocations_denied,
+        overlapping_pool_denied,
+        dry_run_creates_no_claim,
+        only_pinip_writes_claims,
+        pinip_requests_run_under_its_flowschema,
+        denials_and_decisions_are_counted,
+    )
+    .run()
 }
 
 /// What every case shares. Dropped in this order: webhooks, then the bed.

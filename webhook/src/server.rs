@@ -84,20 +84,14 @@ async fn validate_workload(Ext(app): Ext<App>, body: axum::body::Bytes) -> Respo
 async fn pod_review(app: &App, body: &[u8]) -> AdmissionResponse {
     match parse::<Pod>(body) {
         Ok(req) => crate::validate::pod(&app.state, &req).await,
-        Err(why) => {
-            app.state.metrics.admission("validate", "invalid");
-            invalid(body, why)
-        }
+        Err(why) => unreadable(app, body, why),
     }
 }
 
 async fn pool_review(app: &App, body: &[u8]) -> AdmissionResponse {
     match parse::<IPPool>(body) {
         Ok(req) => crate::validate::pool(&app.state, &req).await,
-        Err(why) => {
-            app.state.metrics.admission("validate", "invalid");
-            invalid(body, why)
-        }
+        Err(why) => unreadable(app, body, why),
     }
 }
 
@@ -142,6 +136,12 @@ struct PeekRequest {
 
 fn peek(body: &[u8]) -> Option<PeekRequest> {
     serde_json::from_slice::<Peek>(body).ok().map(|p| p.request)
+}
+
+/// A /validate review that cannot be read as the route's kind: answered as invalid, counted.
+fn unreadable(app: &App, body: &[u8], why: String) -> AdmissionResponse {
+    app.state.metrics.admission("validate", "invalid");
+    invalid(body, why)
 }
 
 /// The answer to a review that cannot be read as the route's kind.

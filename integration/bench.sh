@@ -4,6 +4,8 @@
 #   integration/bench.sh cni          # CNI ADD: pinip (runtime annotations / API read) vs host-local vs
 #                                     #   whereabouts (built by whereabouts/build.sh), serial and 32 in flight
 #   integration/bench.sh cri          # RunPodSandbox to real containerd: bridge+pinip vs bridge+host-local
+#   integration/bench.sh rollout      # Deployments of 1000 and 100 × 10 until Running: host-local vs
+#                                     #   whereabouts vs pinip on one bed (PINIP_BENCH_RUNS=3, PINIP_ROLLOUT_PODS=1000)
 #   integration/bench.sh scale        # 50 000 claims: webhook/binder memory, decision time, binder settle
 #                                     #   (PINIP_SCALE_CLAIMS=N for another count)
 # The CNI plugin's cluster-free benchmark: cargo bench -p pinip-cni --bench add_latency
@@ -15,5 +17,6 @@ case "${1:-admission}" in
   cni) exec cargo bench -p pinip-integration --bench cni_add ;;
   cri) exec cargo bench -p pinip-integration --bench cri_sandbox ;;
   scale) exec cargo bench -p pinip-integration --bench scale ;;
-  *) echo "usage: $0 [admission|cni|cri|scale]" >&2; exit 2 ;;
+  rollout) exec cargo bench -p pinip-integration --bench rollout ;;
+  *) echo "usage: $0 [admission|cni|cri|scale|rollout]" >&2; exit 2 ;;
 esac

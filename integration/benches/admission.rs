@@ -19,8 +19,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, PostParams};
-use pinip_integration::pinip;
 use pinip_integration::{Bed, BedOptions};
+use pinip_integration::{measure, pinip};
 use serde_json::json;
 
 const CONCURRENCY: usize = 16;
@@ -69,89 +69,20 @@ async fn create_pods(client: &Client, ns: &str, n: usize) -> Result<Phase> {
     })
 }
 
-/// CPU time (user + system) a process has used so far, in seconds, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: &str) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let utime: f64 = f.get(11).context("utime")?.parse()?;
-    let stime: f64 = f.get(12).context("stime")?.parse()?;
-    Ok((utime + stime) / ticks)
-}
-
-/// CPU seconds so far of each process in `procs` (name, pid), and of this benchmark itself
-/// (the client; the bed's node agent and the webhooks' load balancer run in it too).
-fn cpu_snapshot(procs: &[(String, u32)]) -> Result<Vec<(String, f64)>> {
-    let mut out: Vec<(String, f64)> = Vec::new();
-    for (name, pid) in procs {
-        let s = cpu_seconds(&pid.to_string())?;
-        match out.iter_mut().find(|(n, _)| n == name) {
-            Some((_, t)) => *t += s,
-            None => out.push((name.clone(), s)),
-        }
-    }
-    out.push((
-        "bench process (client, node agent, load balancer)".into(),
-        cpu_seconds("self")?,
-    ));
-    Ok(out)
-}
-
-/// CPU seconds per 1000 pods between two snapshots, one line.
-fn cpu_per_1000(before: &[(String, f64)], after: &[(String, f64)], pods: usize) -> String {
-    after
-        .iter()
-        .map(|(name, a)| {
-            let b = before
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(0.0, |(_, b)| *b);
-            format!("{name} {:.2}", (a - b) * 1000.0 / pods as f64)
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Sum of kube-apiserver's counter `metric` over the series whose labels contain every one of
-/// `labels`.
-async fn apiserver_counter(client: &Client, metric: &str, labels: &[&str]) -> Result<f64> {
-    let req = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(req).await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")))
-        .filter(|l| labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
-
 /// Calls of pinip's admission webhooks and writes of IPClaims, as kube-apiserver counts them.
 async fn pinip_costs(client: &Client) -> Result<(f64, f64)> {
-    let calls = apiserver_counter(
-        client,
+    let m = measure::apiserver_metrics(client).await?;
+    let calls = measure::counter(
+        &m,
         "apiserver_admission_webhook_admission_duration_seconds_count",
         &["pinip.io\""],
-    )
-    .await?;
-    let mut writes = 0.0;
-    for verb in ["POST", "PUT", "PATCH", "DELETE"] {
-        writes += apiserver_counter(
-            client,
-            "apiserver_request_total",
-            &["resource=\"ipclaims\"", &format!("verb=\"{verb}\"")],
-        )
-        .await?;
-    }
-    Ok((calls, writes))
+    );
+    Ok((calls, measure::writes(&m, "ipclaims")))
 }
 
 /// Cumulative histogram buckets (le → count) of one webhook's CREATE admissions.
 async fn webhook_buckets(client: &Client, webhook: &str) -> Result<BTreeMap<u64, f64>> {
-    let req = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(req).await?;
+    let text = measure::apiserver_metrics(client).await?;
     let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
     for line in text.lines() {
         if !line.starts_with("apiserver_admission_webhook_admission_duration_seconds_bucket{")
@@ -249,15 +180,19 @@ async fn main() -> Result<()> {
     let warm = bed.temp_namespace("warm", json!({})).await?;
     create_pods(&client, &warm, 50).await?;
 
-    let mut procs = bed
+    let mut cpu = measure::Cpu::default();
+    for (name, pid) in bed
         .cp
         .as_ref()
         .context("a bed this benchmark started")?
-        .named_pids();
+        .named_pids()
+    {
+        cpu.add(&name, [pid]);
+    }
     let plain = bed.temp_namespace("baseline", json!({})).await?;
-    let cpu_before = cpu_snapshot(&procs)?;
+    let cpu_before = cpu.snapshot()?;
     let baseline = create_pods(&client, &plain, n).await?;
-    let cpu_baseline = cpu_per_1000(&cpu_before, &cpu_snapshot(&procs)?, n);
+    let cpu_baseline = measure::cpu_per_1000(&cpu_before, &cpu.snapshot()?, n);
 
     // No binder runs here, so no reservation is ever bound: the per-namespace cap on unbound
     // reservations (which counts claims the binder has not bound yet) is lifted for the
@@ -285,16 +220,14 @@ async fn main() -> Result<()> {
     let mutate_before = webhook_buckets(&client, "enabled-namespaces.mutate.pinip.io").await?;
     let decision_before = decision_buckets(&hooks).await?;
     let validate_before = webhook_buckets(&client, "pods.validate.pinip.io").await?;
-    procs.extend(
-        hooks
-            .procs
-            .iter()
-            .filter_map(|p| Some(("pinip-webhook (2 replicas)".to_string(), p.pid()?))),
+    cpu.add(
+        "pinip-webhook (2 replicas)",
+        hooks.procs.iter().filter_map(|p| p.pid()),
     );
     let costs_before = pinip_costs(&client).await?;
-    let cpu_before = cpu_snapshot(&procs)?;
+    let cpu_before = cpu.snapshot()?;
     let with_webhook = create_pods(&client, &enabled, n).await?;
-    let cpu_with = cpu_per_1000(&cpu_before, &cpu_snapshot(&procs)?, n);
+    let cpu_with = measure::cpu_per_1000(&cpu_before, &cpu.snapshot()?, n);
     let costs_after = pinip_costs(&client).await?;
     let delta = |after: BTreeMap<u64, f64>, before: &BTreeMap<u64, f64>| -> BTreeMap<u64, f64> {
         after

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use pinip_integration::{Bed, BedOptions};
-use pinip_integration::{controlplane, pinip, process};
+use pinip_integration::{pinip, whereabouts};
 use serde_json::{Value, json};
 
 const ALLOCATION: &str = r#"{"version":1,"interfaces":[{"name":"eth0","ips":[{"address":"10.20.0.5/16","gateway":"10.20.0.1","pool":"blue","claim":"10-20-0-5"}],"routes":[{"dst":"0.0.0.0/0","gw":"10.20.0.1"}]}]}"#;
@@ -102,54 +102,10 @@ async fn main() -> Result<()> {
         "dataDir": data.path()}),
     );
     // whereabouts: its CRDs, a namespace for its pools, a kubeconfig whose context names it.
-    let wb =
-        process::cached_build(&Path::new(env!("CARGO_MANIFEST_DIR")).join("whereabouts/build.sh"))?;
-    for crd in std::fs::read_dir(wb.join("crds"))? {
-        pinip::kubectl(
-            &bed,
-            &[
-                "apply",
-                "--server-side",
-                "-f",
-                &crd?.path().display().to_string(),
-            ],
-        )?;
-    }
-    pinip::kubectl(
-        &bed,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/ippools.whereabouts.cni.cncf.io",
-            "crd/overlappingrangeipreservations.whereabouts.cni.cncf.io",
-        ],
-    )?;
-    bed.namespace("whereabouts", json!({})).await?;
-    let wb_kubeconfig = bed.dir.join("whereabouts.kubeconfig");
-    std::fs::copy(&bed.kubeconfig, &wb_kubeconfig)?;
-    let out = Command::new(controlplane::upstream_bin_dir()?.join("kubectl"))
-        .arg("--kubeconfig")
-        .arg(&wb_kubeconfig)
-        .args([
-            "config",
-            "set-context",
-            "--current",
-            "--namespace=whereabouts",
-        ])
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "kubectl config set-context: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let wb = whereabouts::Build::get()?;
     let wb_flat = bed.dir.join("whereabouts.conf");
-    std::fs::write(
-        &wb_flat,
-        json!({"datastore": "kubernetes", "kubernetes": {"kubeconfig": wb_kubeconfig}}).to_string(),
-    )?;
-    let wb_bin = wb.join("bin/whereabouts");
+    whereabouts::install(&bed, &wb, &wb_flat).await?;
+    let wb_bin = wb.plugin();
     let wbc = base(json!({"type": "whereabouts", "range": "10.40.0.0/16",
         "configuration_path": wb_flat}));
 

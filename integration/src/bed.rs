@@ -40,6 +40,24 @@ pub enum Ipam {
     HostLocal,
     /// pinip's plugin; the binary lives in this directory.
     Pinip { bin_dir: PathBuf },
+    /// whereabouts (cluster-wide, its IPPool CRD on the bed's kube-apiserver): its plugin in
+    /// `bin_dir`, its flat configuration at `config` (see `whereabouts::install`, which may
+    /// write it after the bed has started), addresses from `range`.
+    Whereabouts {
+        bin_dir: PathBuf,
+        config: PathBuf,
+        range: String,
+    },
+}
+
+impl Ipam {
+    /// The directory this IPAM's plugin lives in, when it is not one of Debian's.
+    fn bin_dir(&self) -> Option<&Path> {
+        match self {
+            Ipam::HostLocal => None,
+            Ipam::Pinip { bin_dir } | Ipam::Whereabouts { bin_dir, .. } => Some(bin_dir),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +65,9 @@ pub struct BedOptions {
     pub nodes: usize,
     pub main_plugin: MainPlugin,
     pub ipam: Ipam,
+    /// Nodes whose IPAM is another than `ipam` (node name, its IPAM): one bed can then run
+    /// several IPAMs side by side, each on its own nodes.
+    pub node_ipam: Vec<(String, Ipam)>,
     /// Declare the pod-annotations capability (containerd then passes annotations to CNI).
     pub pod_annotations_capability: bool,
     /// Nodes whose network config omits that capability anyway, so that an IPAM plugin there
@@ -59,12 +80,23 @@ pub struct BedOptions {
     pub dir: Option<PathBuf>,
 }
 
+impl BedOptions {
+    /// The IPAM of node `node`.
+    pub fn ipam_of(&self, node: &str) -> &Ipam {
+        self.node_ipam
+            .iter()
+            .find(|(n, _)| n == node)
+            .map_or(&self.ipam, |(_, i)| i)
+    }
+}
+
 impl Default for BedOptions {
     fn default() -> Self {
         BedOptions {
             nodes: 3,
             main_plugin: MainPlugin::Bridge,
             ipam: Ipam::HostLocal,
+            node_ipam: Vec::new(),
             pod_annotations_capability: true,
             no_capability_nodes: Vec::new(),
             containerd_nodes: vec!["node-1".into()],
@@ -215,14 +247,15 @@ impl Bed {
                 .push(nodenet::forward_loopback(&ns, bed.api_port)?);
             let capability =
                 opts.pod_annotations_capability && !opts.no_capability_nodes.contains(&spec.name);
-            let conflist = conflist(&opts, i, capability, &bed.dir, &cni_kubeconfig);
+            let ipam = opts.ipam_of(&spec.name);
+            let conflist = conflist(&opts, ipam, i, capability, &bed.dir, &cni_kubeconfig);
             std::fs::write(
                 bed.dir.join(format!("{}.conflist", spec.name)),
                 serde_json::to_vec_pretty(&conflist)?,
             )?;
             let mut cni_path = Vec::new();
-            if let Ipam::Pinip { bin_dir } = &opts.ipam {
-                cni_path.push(bin_dir.clone());
+            if let Some(bin_dir) = ipam.bin_dir() {
+                cni_path.push(bin_dir.to_path_buf());
             }
             cni_path.push(PathBuf::from(DEBIAN_CNI_DIR));
             let runtime = match &pause_image {
@@ -531,12 +564,13 @@ impl Drop for Bed {
 
 fn conflist(
     opts: &BedOptions,
+    ipam: &Ipam,
     index: usize,
     capability: bool,
     dir: &Path,
     cni_kubeconfig: &Path,
 ) -> Value {
-    let ipam = match &opts.ipam {
+    let ipam = match ipam {
         Ipam::HostLocal => json!({
             "type": "host-local",
             "ranges": [[{"subnet": format!("10.244.{}.0/24", index + 1)}]],
@@ -544,6 +578,10 @@ fn conflist(
             "dataDir": dir.join("host-local").join(index.to_string()),
         }),
         Ipam::Pinip { .. } => json!({"type": "pinip", "kubeconfig": cni_kubeconfig}),
+        Ipam::Whereabouts { config, range, .. } => json!({
+            "type": "whereabouts", "range": range, "configuration_path": config,
+            "routes": [{"dst": "0.0.0.0/0"}],
+        }),
     };
     let mut plugin = match opts.main_plugin {
         // An L2 bridge (the pools' gateways are routers outside the node, as with macvlan):
@@ -578,13 +616,18 @@ fn check_root_and_tools(opts: &BedOptions) -> Result<()> {
             );
         }
     }
-    if let Ipam::Pinip { bin_dir } = &opts.ipam
-        && !bin_dir.join("pinip").exists()
-    {
-        bail!(
-            "{}/pinip missing: build it with cargo build -p pinip-cni",
-            bin_dir.display()
-        );
+    for ipam in std::iter::once(&opts.ipam).chain(opts.node_ipam.iter().map(|(_, i)| i)) {
+        match ipam {
+            Ipam::Pinip { bin_dir } if !bin_dir.join("pinip").exists() => bail!(
+                "{}/pinip missing: build it with cargo build -p pinip-cni",
+                bin_dir.display()
+            ),
+            Ipam::Whereabouts { bin_dir, .. } if !bin_dir.join("whereabouts").exists() => bail!(
+                "{}/whereabouts missing: build it with integration/whereabouts/build.sh",
+                bin_dir.display()
+            ),
+            _ => {}
+        }
     }
     netns::ip(&["-V"]).context("iproute2's ip is required")?;
     Ok(())

@@ -75,6 +75,11 @@ impl Binders {
         format!("binder-{i}")
     }
 
+    /// Process ids of the replicas running now.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().flatten().filter_map(Proc::pid).collect()
+    }
+
     fn spawn(&mut self, i: usize) -> Result<()> {
         let mut a = vec![
             format!("--kubeconfig={}", self.kubeconfig.display()),

@@ -12,6 +12,7 @@ pub mod containerd;
 pub mod controlplane;
 pub mod invariants;
 pub mod lb;
+pub mod measure;
 pub mod netns;
 pub mod node;
 pub mod nodenet;
@@ -22,5 +23,6 @@ pub mod secret_volume;
 pub mod stack;
 pub mod suite;
 pub mod wait;
+pub mod whereabouts;
 
 pub use bed::{Bed, BedOptions, Ipam, MainPlugin};

@@ -8,8 +8,29 @@ use crate::{IPClaim, IPPool};
 pub fn crd_files() -> Vec<(&'static str, String)> {
     vec![
         ("ippools.pinip.io.yaml", to_yaml(&IPPool::crd())),
-        ("ipclaims.pinip.io.yaml", to_yaml(&IPClaim::crd())),
+        ("ipclaims.pinip.io.yaml", to_yaml(&ipclaim_crd())),
     ]
+}
+
+/// IPClaim's CRD without the status subresource that the derive declares: the binder binds
+/// and releases a claim (spec and status) in one write. Only pinip's service accounts write
+/// claims at all (ValidatingAdmissionPolicy `pinip-claim-writers`), so a separate `/status`
+/// permission guarded nothing.
+pub fn ipclaim_crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let mut crd = IPClaim::crd();
+    for v in &mut crd.spec.versions {
+        if let Some(sub) = v.subresources.as_mut() {
+            sub.status = None;
+        }
+        if v.subresources
+            .as_ref()
+            .is_some_and(|s| s.scale.is_none() && s.status.is_none())
+        {
+            v.subresources = None;
+        }
+    }
+    crd
 }
 
 fn to_yaml<T: serde::Serialize>(crd: &T) -> String {

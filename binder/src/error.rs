@@ -41,6 +41,10 @@ pub enum Error {
     },
     #[error("Lease {lease}: no answer within {secs:.1}s")]
     LeaseTimeout { lease: String, secs: f64 },
+    #[error(
+        "IPClaim {claim}: the API server dropped the status of a write without its status subresource; is the IPClaim CRD being changed?"
+    )]
+    StatusDropped { claim: String },
 }
 
 impl Error {
@@ -52,7 +56,7 @@ impl Error {
             | Error::Lookup { source, .. }
             | Error::Event { source, .. }
             | Error::Lease { source, .. } => Some(source),
-            Error::LeaseTimeout { .. } => None,
+            Error::LeaseTimeout { .. } | Error::StatusDropped { .. } => None,
         }
     }
 
@@ -66,7 +70,7 @@ impl Error {
             return "conflict";
         }
         match self {
-            Error::Claim { .. } => "claim_write",
+            Error::Claim { .. } | Error::StatusDropped { .. } => "claim_write",
             Error::PoolStatus { .. } => "pool_status",
             Error::Pod { .. } => "pod_read",
             Error::Lookup { .. } => "workload_lookup",

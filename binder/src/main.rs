@@ -45,6 +45,7 @@ async fn main() -> Result<()> {
         concurrency: args.concurrency,
         resync: args.resync_interval,
         debounce: args.debounce,
+        status_writes: Default::default(),
     });
 
     {

@@ -27,6 +27,8 @@ use crate::metrics::{Metrics, ReasonLabels, ResultLabels, ScopeLabels};
 use crate::pool_status;
 use crate::workload::Lookups;
 
+mod claim_write;
+pub use claim_write::StatusWrites;
 mod execute;
 mod memory;
 mod schedule;
@@ -46,6 +48,8 @@ pub struct Context {
     pub concurrency: usize,
     pub resync: Duration,
     pub debounce: Duration,
+    /// How claims' status is written (one write, or through `/status` for an older CRD).
+    pub status_writes: StatusWrites,
 }
 
 /// Reconciles while `leading` is true, until `stop` changes.

@@ -33,6 +33,7 @@ fn main() {
         retain_app_claims_survive_pods_and_go_with_the_deployment,
         rejected_pods_reservations_are_reclaimed,
         pool_status_and_metrics,
+        binds_in_one_write_and_with_an_older_crd,
     )
     .run()
 }
@@ -442,6 +443,134 @@ async fn pool_status_and_metrics(s: &Stack) -> Result<()> {
     assert!(
         text.contains("pinip_binder_claims{phase=\"Bound\"}"),
         "{text}"
+    );
+    Ok(())
+}
+
+/// The versions a claim goes through, from its creation until it is Bound to a pod: each as
+/// (pod uid set, phase). Watched from before the pod is created, so none is missed (a watch
+/// delivers every version of an object).
+async fn claim_versions_until_bound(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    node: &str,
+) -> Result<Vec<(bool, ClaimPhase)>> {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::runtime::watcher;
+    let claims: Api<IPClaim> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut stream = watcher(claims, watcher::Config::default()).boxed();
+    // The initial list first: the pod is created once the watch runs.
+    while let Some(ev) = stream.try_next().await? {
+        if matches!(ev, watcher::Event::InitDone) {
+            break;
+        }
+    }
+    // Already on its node: the binder binds pod and node (and phase Bound) at once.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0,
+                 "containers": [{"name": "app", "image": IMAGE}]}}))?;
+    let pod = pods.create(&PostParams::default(), &pod).await?;
+    let (claim, _) = first(&pod)?;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, stream.try_next())
+            .await
+            .with_context(|| format!("claim {claim} not Bound to {name} in 30 s: {seen:?}"))??
+            .context("claim watch ended")?;
+        let watcher::Event::Apply(c) = ev else {
+            continue;
+        };
+        if c.name_any() != claim {
+            continue;
+        }
+        let uid = c
+            .spec
+            .pod
+            .as_ref()
+            .map(|p| p.uid.clone())
+            .filter(|u| !u.is_empty());
+        seen.push((uid.is_some(), c.phase()));
+        if c.phase() == ClaimPhase::Bound {
+            assert_eq!(uid, pod.uid(), "claim {claim} Bound to another pod");
+            return Ok(seen);
+        }
+    }
+}
+
+/// Serves `crd` (JSON) as the IPClaim CRD and waits until discovery shows the status
+/// subresource as `with_status` says.
+async fn serve_claim_crd(s: &Stack, crd: &serde_json::Value, with_status: bool) -> Result<()> {
+    let file = s.bed.dir.join("ipclaims-crd.json");
+    std::fs::write(&file, crd.to_string())?;
+    pinip::kubectl(
+        &s.bed,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &file.display().to_string(),
+        ],
+    )?;
+    wait_for(
+        &format!("ipclaims/status served: {with_status}"),
+        Duration::from_secs(30),
+        || async {
+            let req = http::Request::get("/apis/pinip.io/v1alpha1").body(Vec::new())?;
+            let text = s.client.request_text(req).await?;
+            Ok((text.contains("\"ipclaims/status\"") == with_status).then_some(()))
+        },
+    )
+    .await
+}
+
+async fn binds_in_one_write_and_with_an_older_crd(s: &Stack) -> Result<()> {
+    let ns = s
+        .bed
+        .temp_namespace("onewrite", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let node = s.bed.nodes[0].name.clone();
+    let client = &s.client;
+    // This release's CRD: no status subresource; the bind is one write, so no version of the
+    // claim has its pod without being Bound.
+    let v = claim_versions_until_bound(client, &ns, "one", &node).await?;
+    assert!(
+        !v.iter()
+            .any(|(uid, phase)| *uid && *phase != ClaimPhase::Bound),
+        "a version with the pod but not Bound: {v:?}"
+    );
+    assert_eq!(v.len(), 2, "created, then bound in one write: {v:?}");
+
+    // An older release's CRD (with the status subresource, which drops status from a spec
+    // write): the binder notices and binds in two writes. Restored whatever happens.
+    let older = serde_json::to_value(<IPClaim as kube::CustomResourceExt>::crd())?;
+    let current = serde_json::to_value(pinip_api::crd::ipclaim_crd())?;
+    serve_claim_crd(s, &older, true).await?;
+    let with_older = claim_versions_until_bound(client, &ns, "older", &node).await;
+    let restored = serve_claim_crd(s, &current, false).await;
+    let with_older = with_older?;
+    restored?;
+    assert!(
+        with_older
+            .iter()
+            .any(|(uid, phase)| *uid && *phase == ClaimPhase::Reserved),
+        "the older CRD did not split the bind (was it served?): {with_older:?}"
+    );
+    // Upgraded again: the first bind finds /status gone and writes once more in one; the next
+    // is one write from the start.
+    let upgraded = claim_versions_until_bound(client, &ns, "upgraded", &node).await?;
+    let after = claim_versions_until_bound(client, &ns, "after", &node).await?;
+    assert_eq!(
+        after.len(),
+        2,
+        "one write again after the upgrade: {after:?} (the bind on the upgrade: {upgraded:?})"
+    );
+    eprintln!(
+        "claim versions until Bound: one write {v:?}; older CRD {with_older:?}; on the upgrade {upgraded:?}; after {after:?}"
     );
     Ok(())
 }

@@ -569,9 +569,10 @@ async fn only_pinip_writes_claims(s: &Hooked) -> Result<()> {
                 .map(|_| ()),
         ),
         (
+            // Status is part of the claim (no status subresource): the same rule covers it.
             "status",
             claims
-                .patch_status(&existing, &PatchParams::default(), &Patch::Merge(&status))
+                .patch(&existing, &PatchParams::default(), &Patch::Merge(&status))
                 .await
                 .map(|_| ()),
         ),

@@ -2,8 +2,7 @@
 //! guarded by the resourceVersion the decision read; metrics and pod events on the way.
 
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use pinip_api::{ClaimPhase, IPClaim};
 use pinip_index::confirm_free;
 use serde_json::json;
@@ -14,6 +13,7 @@ use crate::metrics::WriteLabels;
 use crate::workload::WORKLOAD_ANNOTATION;
 
 use super::Context;
+use super::claim_write::{self, Change};
 
 /// What happened to one action.
 pub(super) enum Done {
@@ -73,7 +73,7 @@ pub(super) async fn execute(ctx: &Context, action: Action) -> Result<Done, Error
     let label = |action: &'static str, reason: &'static str| WriteLabels { action, reason };
     match &action {
         Action::Bind(b) => {
-            let stale = bind_claim(&api, b).await?;
+            let stale = bind_claim(ctx, &api, b).await?;
             ctx.metrics
                 .writes
                 .get_or_create(&label("bind", "pod"))
@@ -104,25 +104,22 @@ pub(super) async fn execute(ctx: &Context, action: Action) -> Result<Done, Error
             clear_spec,
             why,
         } => {
-            let mut rv = resource_version.clone();
-            let mut stale = vec![rv.clone()];
-            if *clear_spec {
-                let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"pod": null, "node": null}});
-                let updated = api
-                    .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(claim_err(claim))?;
-                rv = updated.resource_version().unwrap_or_default();
-                stale.push(rv.clone());
-            }
             let released_at = k8s_openapi::jiff::Timestamp::now()
                 .strftime("%Y-%m-%dT%H:%M:%SZ")
                 .to_string();
-            let patch = json!({"metadata": {"resourceVersion": rv},
-                "status": {"phase": ClaimPhase::Released, "releasedAt": released_at}});
-            api.patch_status(claim, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(claim_err(claim))?;
+            let changes = if *clear_spec {
+                json!({"spec": {"pod": null, "node": null}})
+            } else {
+                json!({})
+            };
+            let status = json!({"phase": ClaimPhase::Released, "releasedAt": released_at});
+            let change = Change {
+                changes,
+                status: Some((ClaimPhase::Released, status)),
+            };
+            let stale =
+                claim_write::write(&api, &ctx.status_writes, claim, resource_version, change)
+                    .await?;
             ctx.metrics
                 .writes
                 .get_or_create(&label("release", why.metric_label()))
@@ -181,36 +178,27 @@ pub(super) async fn execute(ctx: &Context, action: Action) -> Result<Done, Error
     }
 }
 
-/// Spec first (pod, node, workload), then status: a claim is never Bound without its pod.
+/// Spec (pod, node, workload) and status in one write where the CRD allows it (see
+/// `claim_write`): a claim is never Bound without its pod.
 /// Returns the versions of the claim that are now out of date.
-async fn bind_claim(api: &Api<IPClaim>, b: &Bind) -> Result<Vec<String>, Error> {
-    let mut rv = b.resource_version.clone();
-    let mut stale = vec![rv.clone()];
+async fn bind_claim(ctx: &Context, api: &Api<IPClaim>, b: &Bind) -> Result<Vec<String>, Error> {
+    let mut changes = json!({});
     if b.write_spec {
-        let mut patch = json!({
-            "metadata": {"resourceVersion": rv},
-            "spec": {"pod": {"name": b.pod.name, "uid": b.pod.uid}, "node": b.node},
-        });
+        changes = json!({"spec": {"pod": {"name": b.pod.name, "uid": b.pod.uid}, "node": b.node}});
         if let Some(w) = &b.workload {
-            patch["metadata"]["annotations"] = json!({WORKLOAD_ANNOTATION: w.render()});
-        }
-        let updated = api
-            .patch(&b.claim, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(claim_err(&b.claim))?;
-        rv = updated.resource_version().unwrap_or_default();
-        if b.write_status {
-            // Superseded by the status write below; the last write's version is current.
-            stale.push(rv.clone());
+            changes["metadata"] = json!({"annotations": {WORKLOAD_ANNOTATION: w.render()}});
         }
     }
-    if b.write_status {
-        let patch = json!({"metadata": {"resourceVersion": rv}, "status": {"phase": b.phase}});
-        api.patch_status(&b.claim, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(claim_err(&b.claim))?;
-    }
-    Ok(stale)
+    let status = b.write_status.then(|| (b.phase, json!({"phase": b.phase})));
+    let change = Change { changes, status };
+    claim_write::write(
+        api,
+        &ctx.status_writes,
+        &b.claim,
+        &b.resource_version,
+        change,
+    )
+    .await
 }
 
 async fn event(ctx: &Context, pod: &PodKey, reason: Reason, note: String) {

@@ -95,8 +95,10 @@ pub struct PodRef {
     pub reserved_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
-/// Absent until the binder first sees the claim; an absent phase means Reserved (a claim is
-/// created in one write, and the status subresource cannot be set on create).
+/// Absent until the binder first sees the claim; an absent phase means Reserved (the webhook
+/// creates a claim without status: only the binder writes it, ValidatingAdmissionPolicy
+/// `pinip-claim-writers`). The CRD has no status subresource, so that the binder binds or
+/// releases a claim, spec and status, in one write.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IPClaimStatus {

@@ -11,6 +11,7 @@ use pinip_binder::events::Events;
 use pinip_binder::index::Index;
 use pinip_binder::leader::Elector;
 use pinip_binder::metrics::Metrics;
+use pinip_binder::reconcile::StatusWrites;
 use pinip_binder::reconcile::{self, Context};
 use pinip_binder::server::App;
 use pinip_binder::workload::Lookups;
@@ -45,7 +46,7 @@ async fn main() -> Result<()> {
         concurrency: args.concurrency,
         resync: args.resync_interval,
         debounce: args.debounce,
-        status_writes: Default::default(),
+        status_writes: StatusWrites::new(metrics.claim_status_split.clone()),
     });
 
     {

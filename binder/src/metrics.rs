@@ -68,6 +68,8 @@ pub struct Metrics {
     pub conflicts: Family<ReasonLabels, Counter>,
     pub pool_status_writes: Counter,
     pub leader: Gauge,
+    /// 1 while the binder writes claims' status separately (an older IPClaim CRD).
+    pub claim_status_split: Gauge,
     claims: Family<PhaseLabels, Gauge>,
 }
 
@@ -130,6 +132,12 @@ impl Default for Metrics {
             "1 while this replica holds the lease and reconciles",
             leader.clone(),
         );
+        let claim_status_split = Gauge::default();
+        registry.register(
+            "claim_status_split",
+            "1 while the IPClaim CRD served has a status subresource (an older release's) and a bind takes two writes",
+            claim_status_split.clone(),
+        );
         let claims = Family::<PhaseLabels, Gauge>::default();
         registry.register("claims", "IPClaims by phase", claims.clone());
         Metrics {
@@ -143,6 +151,7 @@ impl Default for Metrics {
             conflicts,
             pool_status_writes,
             leader,
+            claim_status_split,
             claims,
         }
     }

@@ -23,14 +23,14 @@ use anyhow::{Context, Result, bail, ensure};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pinip_api::annotations::{ALLOCATION, Allocation};
 use pinip_api::claim::RETAIN_LABEL;
 use pinip_api::{IPClaim, IPPoolSpec, Owner, claim_name};
 use pinip_integration::binders::start_binders;
 use pinip_integration::controlplane::{client_for, write_kubeconfig};
-use pinip_integration::pinip::{self, WEBHOOK_USER};
+use pinip_integration::pinip::{self, BINDER_USER, WEBHOOK_USER};
 use pinip_integration::{Bed, BedOptions};
 use serde_json::{Value, json};
 
@@ -65,10 +65,11 @@ fn memory(pid: u32) -> Result<(f64, f64)> {
 }
 
 /// Creates `count` claims of `pool` (its usable addresses from `skip` on), as the webhook
-/// would, already Released as the binder would leave them: retained members of the filler
+/// would, and marks them Released as the binder would: retained members of the filler
 /// StatefulSet (scaled to zero), which the binder keeps.
 async fn fill(
     writer: &Client,
+    status_writer: &Client,
     pool: &str,
     spec: &Value,
     count: usize,
@@ -80,12 +81,13 @@ async fn fill(
         "pool {pool} is smaller than {count}"
     );
     let api: Api<IPClaim> = Api::all(writer.clone());
+    let status_api: Api<IPClaim> = Api::all(status_writer.clone());
     let released = k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
     futures::stream::iter(0..count)
         .map(|i| {
-            let (api, released) = (api.clone(), released.clone());
+            let (api, status_api, released) = (api.clone(), status_api.clone(), released.clone());
             let ip: IpAddr = usable.usable.nth(i as u128).expect("inside the pool");
             let owner = Owner {
                 kind: "StatefulSet".into(),
@@ -101,12 +103,20 @@ async fn fill(
                 "metadata": {"name": name, "labels": labels},
                 "spec": {"pool": pool, "address": usable.with_prefix(ip).to_string(),
                          "owner": owner, "interface": "eth0"},
-                // No status subresource: a claim is created with its status, in one write.
-                "status": {"phase": "Released", "releasedAt": released},
             }))
             .expect("claim");
             async move {
                 api.create(&PostParams::default(), &claim).await?;
+                // The binder's write (status has no subresource: the main resource).
+                status_api
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(
+                            json!({"status": {"phase": "Released", "releasedAt": released}}),
+                        ),
+                    )
+                    .await?;
                 Ok::<_, kube::Error>(())
             }
         })
@@ -262,14 +272,20 @@ async fn main() -> Result<()> {
         Some("system:serviceaccounts"),
     )?)
     .await?;
+    let binder_id = client_for(&bed.identity_kubeconfig(
+        &dir.join("binder.kubeconfig"),
+        BINDER_USER,
+        Some("system:serviceaccounts"),
+    )?)
+    .await?;
     let [(scale, scale_spec), (full, full_spec), _] = pools();
     let full_size = serde_json::from_value::<IPPoolSpec>(full_spec.clone())?
         .usable()?
         .size() as usize;
     let full_count = full_size * 99 / 100;
     let t = Instant::now();
-    fill(&webhook_id, scale, &scale_spec, n, 0).await?;
-    fill(&webhook_id, full, &full_spec, full_count, n).await?;
+    fill(&webhook_id, &binder_id, scale, &scale_spec, n, 0).await?;
+    fill(&webhook_id, &binder_id, full, &full_spec, full_count, n).await?;
     let fill_s = t.elapsed().as_secs_f64();
     let total = n + full_count;
     println!(

@@ -481,7 +481,8 @@ async fn claim_versions_until_bound(
             .await
             .with_context(|| format!("claim {claim} not Bound to {name} in 30 s: {seen:?}"))??
             .context("claim watch ended")?;
-        let watcher::Event::Apply(c) = ev else {
+        // After a relist (the CRD changes under the watch) versions come as InitApply.
+        let (watcher::Event::Apply(c) | watcher::Event::InitApply(c)) = ev else {
             continue;
         };
         if c.name_any() != claim {
@@ -495,15 +496,24 @@ async fn claim_versions_until_bound(
             .filter(|u| !u.is_empty());
         seen.push((uid.is_some(), c.phase()));
         if c.phase() == ClaimPhase::Bound {
-            assert_eq!(uid, pod.uid(), "claim {claim} Bound to another pod");
+            anyhow::ensure!(
+                uid == pod.uid(),
+                "claim {claim} Bound to another pod: {seen:?}"
+            );
             return Ok(seen);
         }
     }
 }
 
-/// Serves `crd` (JSON) as the IPClaim CRD and waits until discovery shows the status
-/// subresource as `with_status` says.
-async fn serve_claim_crd(s: &Stack, crd: &serde_json::Value, with_status: bool) -> Result<()> {
+/// Serves `crd` (JSON) as the IPClaim CRD and waits until kube-apiserver's handler serves
+/// `/status` of claim `probe` or not, as `with_status` says: the admin's status patch is
+/// refused by policy (403) where the subresource is served and not found (404) where not.
+async fn serve_claim_crd(
+    s: &Stack,
+    crd: &serde_json::Value,
+    with_status: bool,
+    probe: &str,
+) -> Result<()> {
     let file = s.bed.dir.join("ipclaims-crd.json");
     std::fs::write(&file, crd.to_string())?;
     pinip::kubectl(
@@ -516,13 +526,32 @@ async fn serve_claim_crd(s: &Stack, crd: &serde_json::Value, with_status: bool) 
             &file.display().to_string(),
         ],
     )?;
+    let claims: Api<IPClaim> = Api::all(s.client.clone());
+    let in_a_row = std::sync::atomic::AtomicUsize::new(0);
     wait_for(
         &format!("ipclaims/status served: {with_status}"),
         Duration::from_secs(30),
         || async {
-            let req = http::Request::get("/apis/pinip.io/v1alpha1").body(Vec::new())?;
-            let text = s.client.request_text(req).await?;
-            Ok((text.contains("\"ipclaims/status\"") == with_status).then_some(()))
+            let r = claims
+                .patch_status(
+                    probe,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"phase": "Released"}})),
+                )
+                .await;
+            let served = match r {
+                Err(kube::Error::Api(e)) if e.code == 404 => false,
+                Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => true,
+                other => anyhow::bail!("probe status patch: {other:?}"),
+            };
+            // Several answers in a row: every handler has the new CRD.
+            use std::sync::atomic::Ordering::Relaxed;
+            if served == with_status {
+                in_a_row.fetch_add(1, Relaxed);
+            } else {
+                in_a_row.store(0, Relaxed);
+            }
+            Ok((in_a_row.load(Relaxed) >= 3).then_some(()))
         },
     )
     .await
@@ -538,6 +567,12 @@ async fn binds_in_one_write_and_with_an_older_crd(s: &Stack) -> Result<()> {
     // This release's CRD: no status subresource; the bind is one write, so no version of the
     // claim has its pod without being Bound.
     let v = claim_versions_until_bound(client, &ns, "one", &node).await?;
+    let probe = first(
+        &Api::<Pod>::namespaced(client.clone(), &ns)
+            .get("one")
+            .await?,
+    )?
+    .0;
     assert!(
         !v.iter()
             .any(|(uid, phase)| *uid && *phase != ClaimPhase::Bound),
@@ -549,9 +584,11 @@ async fn binds_in_one_write_and_with_an_older_crd(s: &Stack) -> Result<()> {
     // write): the binder notices and binds in two writes. Restored whatever happens.
     let older = serde_json::to_value(<IPClaim as kube::CustomResourceExt>::crd())?;
     let current = serde_json::to_value(pinip_api::crd::ipclaim_crd())?;
-    serve_claim_crd(s, &older, true).await?;
-    let with_older = claim_versions_until_bound(client, &ns, "older", &node).await;
-    let restored = serve_claim_crd(s, &current, false).await;
+    let with_older = match serve_claim_crd(s, &older, true, &probe).await {
+        Ok(()) => claim_versions_until_bound(client, &ns, "older", &node).await,
+        Err(e) => Err(e),
+    };
+    let restored = serve_claim_crd(s, &current, false, &probe).await;
     let with_older = with_older?;
     restored?;
     assert!(

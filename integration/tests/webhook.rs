@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pinip_api::annotations::{ALLOCATION, Allocation};
-use pinip_api::{IPClaim, IPPool};
+use pinip_api::{ClaimPhase, IPClaim, IPPool};
 use pinip_integration::pinip::{self, Webhooks};
 use pinip_integration::suite::Suite;
 use pinip_integration::wait::{pod_running, wait_for};
@@ -591,6 +591,42 @@ async fn only_pinip_writes_claims(s: &Hooked) -> Result<()> {
             "{what}: {err}"
         );
     }
+    // The webhook's own identity writes claims but not their status (no status subresource:
+    // the policy keeps the phase the binder's): neither on an existing claim nor at creation.
+    let kubeconfig = bed.identity_kubeconfig(
+        &bed.dir.join("only-webhook.kubeconfig"),
+        pinip::WEBHOOK_USER,
+        Some("system:serviceaccounts"),
+    )?;
+    let as_webhook: Api<IPClaim> =
+        Api::all(pinip_integration::controlplane::client_for(&kubeconfig).await?);
+    let mut released = forged.clone();
+    released.status = Some(pinip_api::IPClaimStatus {
+        phase: Some(ClaimPhase::Released),
+        ..Default::default()
+    });
+    let attempts = [
+        (
+            "status patch",
+            as_webhook
+                .patch(&existing, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "create with a status",
+            as_webhook
+                .create(&PostParams::default(), &released)
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (what, r) in attempts {
+        let err = r.expect_err(what).to_string();
+        assert!(err.contains("only the binder writes it"), "{what}: {err}");
+    }
+    let kept = claims.get(&existing).await?;
+    assert_ne!(kept.phase(), ClaimPhase::Released, "the phase changed");
     Ok(())
 }
 

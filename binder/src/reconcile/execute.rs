@@ -1,9 +1,10 @@
 //! Carrying out one decision: the release check against the API server, then the write,
 //! guarded by the resourceVersion the decision read; metrics and pod events on the way.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
-use pinip_api::{ClaimPhase, IPClaim};
+use pinip_api::{ClaimPhase, IPClaim, IPClaimStatus};
 use pinip_index::confirm_free;
 use serde_json::json;
 
@@ -104,18 +105,23 @@ pub(super) async fn execute(ctx: &Context, action: Action) -> Result<Done, Error
             clear_spec,
             why,
         } => {
-            let released_at = k8s_openapi::jiff::Timestamp::now()
-                .strftime("%Y-%m-%dT%H:%M:%SZ")
-                .to_string();
             let changes = if *clear_spec {
                 json!({"spec": {"pod": null, "node": null}})
             } else {
                 json!({})
             };
-            let status = json!({"phase": ClaimPhase::Released, "releasedAt": released_at});
+            let status = IPClaimStatus {
+                phase: Some(ClaimPhase::Released),
+                // Whole seconds, as the API server writes a time back.
+                released_at: Some(Time(
+                    Timestamp::from_second(Timestamp::now().as_second())
+                        .unwrap_or_else(|_| Timestamp::now()),
+                )),
+                ..Default::default()
+            };
             let change = Change {
                 changes,
-                status: Some((ClaimPhase::Released, status)),
+                status: Some(status),
             };
             let stale =
                 claim_write::write(&api, &ctx.status_writes, claim, resource_version, change)
@@ -189,7 +195,10 @@ async fn bind_claim(ctx: &Context, api: &Api<IPClaim>, b: &Bind) -> Result<Vec<S
             changes["metadata"] = json!({"annotations": {WORKLOAD_ANNOTATION: w.render()}});
         }
     }
-    let status = b.write_status.then(|| (b.phase, json!({"phase": b.phase})));
+    let status = b.write_status.then(|| IPClaimStatus {
+        phase: Some(b.phase),
+        ..Default::default()
+    });
     let change = Change { changes, status };
     claim_write::write(
         api,

@@ -257,7 +257,8 @@ fn env_usize(name: &str, default: usize) -> usize {
 async fn main() -> Result<()> {
     let runs = env_usize("PINIP_BENCH_RUNS", 3).max(1);
     let pods = env_usize("PINIP_ROLLOUT_PODS", 1000).max(10) / 10 * 10;
-    let wb_runs = env_usize("PINIP_ROLLOUT_WHEREABOUTS_RUNS", runs).clamp(1, runs);
+    // 0: no whereabouts (its rollouts take minutes; iterate on the other two).
+    let wb_runs = env_usize("PINIP_ROLLOUT_WHEREABOUTS_RUNS", runs).min(runs);
     let wb = whereabouts::Build::get()?;
     let mut bed = BedOptions {
         nodes: 3 * NODES_PER_IPAM,

@@ -48,6 +48,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// Wraps a failed call on IPClaim `claim` (for `map_err`).
+    pub fn claim(claim: &str) -> impl Fn(kube::Error) -> Error + '_ {
+        move |source| Error::Claim {
+            claim: claim.to_string(),
+            source,
+        }
+    }
+
     fn kube(&self) -> Option<&kube::Error> {
         match self {
             Error::Claim { source, .. }

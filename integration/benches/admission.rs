@@ -84,25 +84,13 @@ async fn pinip_costs(client: &Client) -> Result<(f64, f64)> {
 async fn webhook_buckets(client: &Client, webhook: &str) -> Result<BTreeMap<u64, f64>> {
     let text = measure::apiserver_metrics(client).await?;
     let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
-    for line in text.lines() {
-        if !line.starts_with("apiserver_admission_webhook_admission_duration_seconds_bucket{")
-            || !line.contains(&format!("name=\"{webhook}\""))
-            || !line.contains("operation=\"CREATE\"")
-        {
-            continue;
-        }
-        let le = line.split("le=\"").nth(1).and_then(|r| r.split('"').next());
-        let count = line.rsplit(' ').next().and_then(|c| c.parse::<f64>().ok());
-        if let (Some(le), Some(count)) = (le, count) {
-            let le_us = if le == "+Inf" {
-                u64::MAX
-            } else {
-                (le.parse::<f64>()? * 1e6) as u64
-            };
-            // Sum over the label combinations (rejected, type) of this webhook.
-            *buckets.entry(le_us).or_default() += count;
-        }
-    }
+    // Summed over the label combinations (rejected, type) of this webhook.
+    add_buckets(
+        &mut buckets,
+        &text,
+        "apiserver_admission_webhook_admission_duration_seconds_bucket{",
+        |l| l.contains(&format!("name=\"{webhook}\"")) && l.contains("operation=\"CREATE\""),
+    )?;
     Ok(buckets)
 }
 
@@ -111,23 +99,37 @@ async fn decision_buckets(hooks: &pinip::Webhooks) -> Result<BTreeMap<u64, f64>>
     let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
     for port in &hooks.metrics_ports {
         let text = pinip::webhook_get(*port, "/metrics").await?;
-        for line in text
-            .lines()
-            .filter(|l| l.starts_with("pinip_webhook_decision_seconds_bucket{"))
-        {
-            let le = line.split("le=\"").nth(1).and_then(|r| r.split('"').next());
-            let count = line.rsplit(' ').next().and_then(|c| c.parse::<f64>().ok());
-            if let (Some(le), Some(count)) = (le, count) {
-                let le_us = if le == "+Inf" {
-                    u64::MAX
-                } else {
-                    (le.parse::<f64>()? * 1e6) as u64
-                };
-                *buckets.entry(le_us).or_default() += count;
-            }
-        }
+        add_buckets(
+            &mut buckets,
+            &text,
+            "pinip_webhook_decision_seconds_bucket{",
+            |_| true,
+        )?;
     }
     Ok(buckets)
+}
+
+/// Adds to `buckets` (le in µs → count) the bucket lines of `text` that start with `prefix`
+/// and that `keep` accepts.
+fn add_buckets(
+    buckets: &mut BTreeMap<u64, f64>,
+    text: &str,
+    prefix: &str,
+    keep: impl Fn(&str) -> bool,
+) -> Result<()> {
+    for line in text.lines().filter(|l| l.starts_with(prefix) && keep(l)) {
+        let le = line.split("le=\"").nth(1).and_then(|r| r.split('"').next());
+        let count = line.rsplit(' ').next().and_then(|c| c.parse::<f64>().ok());
+        if let (Some(le), Some(count)) = (le, count) {
+            let le_us = if le == "+Inf" {
+                u64::MAX
+            } else {
+                (le.parse::<f64>()? * 1e6) as u64
+            };
+            *buckets.entry(le_us).or_default() += count;
+        }
+    }
+    Ok(())
 }
 
 /// A quantile from cumulative buckets, interpolated linearly inside its bucket (as PromQL's
@@ -158,10 +160,7 @@ fn quantile(buckets: &BTreeMap<u64, f64>, q: f64) -> Option<f64> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let n: usize = std::env::var("PINIP_BENCH_PODS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let n = measure::env_usize("PINIP_BENCH_PODS", 1000);
     let bed = Bed::start(BedOptions {
         nodes: 1,
         ..Default::default()

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use pinip_integration::{Bed, BedOptions};
-use pinip_integration::{pinip, whereabouts};
+use pinip_integration::{measure, pinip, whereabouts};
 use serde_json::{Value, json};
 
 const ALLOCATION: &str = r#"{"version":1,"interfaces":[{"name":"eth0","ips":[{"address":"10.20.0.5/16","gateway":"10.20.0.1","pool":"blue","claim":"10-20-0-5"}],"routes":[{"dst":"0.0.0.0/0","gw":"10.20.0.1"}]}]}"#;
@@ -69,11 +69,7 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let calls: usize = std::env::var("PINIP_BENCH_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
-        .max(200);
+    let calls = measure::env_usize("PINIP_BENCH_CALLS", 300).max(200);
     let bed = Bed::start(BedOptions {
         nodes: 0,
         ..Default::default()

@@ -32,7 +32,7 @@ use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher;
-use pinip_integration::measure::{self, Cpu, median};
+use pinip_integration::measure::{self, Cpu, env_usize, median};
 use pinip_integration::stack::{Stack, StackOptions};
 use pinip_integration::{BedOptions, Ipam, whereabouts};
 use serde_json::{Value, json};
@@ -246,13 +246,6 @@ async fn rollout(
     Ok(r)
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let runs = env_usize("PINIP_BENCH_RUNS", 3).max(1);
@@ -268,10 +261,9 @@ async fn main() -> Result<()> {
     for node in Kind::HostLocal.nodes() {
         bed.node_ipam.push((node, Ipam::HostLocal));
     }
-    let wb_config = std::env::temp_dir().join(format!(
-        "pinip-rollout-whereabouts-{}.conf",
-        std::process::id()
-    ));
+    // Named by the nodes' network configuration before the bed starts; written after.
+    let wb_dir = tempfile::tempdir()?;
+    let wb_config = wb_dir.path().join("whereabouts.conf");
     for node in Kind::Whereabouts.nodes() {
         bed.node_ipam.push((
             node,
@@ -288,7 +280,6 @@ async fn main() -> Result<()> {
         ..Default::default()
     })
     .await?;
-    let _cleanup = RemoveOnDrop(wb_config.clone());
     whereabouts::install(&stack.bed, &wb, &wb_config).await?;
     stack
         .pool("rollout", json!({"cidr": "10.90.0.0/16", "default": true}))
@@ -356,12 +347,4 @@ async fn main() -> Result<()> {
         );
     }
     Ok(())
-}
-
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

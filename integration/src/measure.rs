@@ -120,6 +120,14 @@ pub fn writes(metrics: &str, resource: &str) -> f64 {
         .sum()
 }
 
+/// A benchmark's size knob: environment variable `name` as a number, or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The median of `v` (NaN when empty).
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();

@@ -49,13 +49,6 @@ impl StatusWrites {
     }
 }
 
-fn claim_err(claim: &str) -> impl Fn(kube::Error) -> Error + '_ {
-    move |source| Error::Claim {
-        claim: claim.to_string(),
-        source,
-    }
-}
-
 /// A change to one claim: `changes` is a merge patch of its metadata and spec (an empty
 /// object when only the status changes), `status` its new status fields.
 pub struct Change {
@@ -157,14 +150,14 @@ async fn claim_exists(api: &Api<IPClaim>, claim: &str) -> Result<bool, Error> {
     Ok(api
         .get_opt(claim)
         .await
-        .map_err(claim_err(claim))?
+        .map_err(Error::claim(claim))?
         .is_some())
 }
 
 async fn patch_main(api: &Api<IPClaim>, claim: &str, patch: &Value) -> Result<IPClaim, Error> {
     api.patch(claim, &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .map_err(claim_err(claim))
+        .map_err(Error::claim(claim))
 }
 
 async fn patch_status(
@@ -177,7 +170,7 @@ async fn patch_status(
     api.patch_status(claim, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(|_| ())
-        .map_err(claim_err(claim))
+        .map_err(Error::claim(claim))
 }
 
 #[cfg(test)]

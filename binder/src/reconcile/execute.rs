@@ -32,13 +32,6 @@ pub(super) enum Done {
     },
 }
 
-fn claim_err(claim: &str) -> impl Fn(kube::Error) -> Error + '_ {
-    move |source| Error::Claim {
-        claim: claim.to_string(),
-        source,
-    }
-}
-
 /// Carries out one decision.
 pub(super) async fn execute(ctx: &Context, action: Action) -> Result<Done, Error> {
     let api: Api<IPClaim> = Api::all(ctx.client.clone());
@@ -162,7 +155,7 @@ pub(super) async fn execute(ctx: &Context, action: Action) -> Result<Done, Error
             match api.delete(claim, &dp).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Done::Skipped),
-                Err(e) => return Err(claim_err(claim)(e)),
+                Err(e) => return Err(Error::claim(claim)(e)),
             }
             ctx.metrics
                 .writes

@@ -1,7 +1,8 @@
 //! ADD latency, exec to result: the `pinip` binary as IPAM (annotations from runtimeConfig, the
 //! path containerd takes) against Debian's `host-local` IPAM (fresh temporary dataDir, same
 //! range) and against the physical limit, a static no-op binary (C, built here with `cc
-//! -static`) that reads the same stdin and exits; interleaved in one run. Needs no cluster and
+//! -static`) that reads the same stdin and exits; interleaved in one run. The same no-op
+//! linked dynamically against glibc (as `pinip` is) shows what glibc's loading alone costs. Needs no cluster and
 //! no root; needs /usr/lib/cni/host-local (`apt-get install -y containernetworking-plugins`).
 //!
 //! Run: `cargo bench -p pinip-cni --bench add_latency` (PINIP_BENCH_CALLS sets the number of
@@ -57,24 +58,25 @@ fn add(binary: &str, conf: &Value, container_id: &str) -> Result<(Duration, Vec<
     Ok((took, out.stdout))
 }
 
-/// A static no-op executable fed the same stdin: what any exec'd plugin costs at least.
-fn build_noop(dir: &Path) -> Result<String, String> {
+/// A no-op executable fed the same stdin: static, what any exec'd plugin costs at least;
+/// dynamic, what a plugin linked against the system's glibc costs at least.
+fn build_noop(dir: &Path, linking: &str) -> Result<String, String> {
     let src = dir.join("noop.c");
-    let bin = dir.join("noop");
+    let bin = dir.join(format!("noop{linking}"));
     std::fs::write(
         &src,
         "#include <unistd.h>\nint main(void){char b[4096];while(read(0,b,sizeof b)>0){}return 0;}\n",
     )
     .map_err(|e| format!("write {}: {e}", src.display()))?;
     let out = Command::new("cc")
-        .args(["-O2", "-static", "-o"])
+        .args(["-O2", linking, "-o"])
         .arg(&bin)
         .arg(&src)
         .output()
         .map_err(|e| format!("cc: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "cc -static failed: {}",
+            "cc {linking} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
@@ -129,15 +131,18 @@ fn main() -> ExitCode {
         }
     });
 
-    let noop = match build_noop(data_dir.path()) {
-        Ok(b) => b,
-        Err(e) => {
+    let (noop, noop_dynamic) = match (
+        build_noop(data_dir.path(), "-static"),
+        build_noop(data_dir.path(), "-no-pie"),
+    ) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("add_latency: cannot build the no-op yardstick: {e}");
             return ExitCode::FAILURE;
         }
     };
     // (label, binary, config, whether it must print an IPAM result)
-    let runs: [(&str, &str, &Value, bool); 3] = [
+    let runs: [(&str, &str, &Value, bool); 4] = [
         (
             "pinip (runtimeConfig annotations)",
             pinip,
@@ -151,6 +156,12 @@ fn main() -> ExitCode {
             true,
         ),
         ("static no-op, same stdin", &noop, &pinip_conf, false),
+        (
+            "dynamic (glibc) no-op, same stdin",
+            &noop_dynamic,
+            &pinip_conf,
+            false,
+        ),
     ];
     let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(calls); runs.len()];
     for i in 0..(WARMUP + calls) {
@@ -202,6 +213,10 @@ fn main() -> ExitCode {
     println!(
         "  ratio pinip / static no-op exec: median {:.2}",
         medians[0] / medians[2]
+    );
+    println!(
+        "  ratio dynamic no-op / static no-op exec: median {:.2}",
+        medians[3] / medians[2]
     );
     ExitCode::SUCCESS
 }

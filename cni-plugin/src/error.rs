@@ -21,6 +21,7 @@ pub mod codes {
     pub const POD_NOT_FOUND: u32 = 103;
     pub const API_REJECTED: u32 = 104;
     pub const CHECK_MISMATCH: u32 = 105;
+    pub const API_READER_MISSING: u32 = 106;
     pub const INTERNAL: u32 = 999;
 }
 
@@ -131,6 +132,13 @@ pub enum CniError {
         allocated: String,
     },
 
+    #[error("cannot run {path}, which reads {subject} from the Kubernetes API server")]
+    ApiReaderMissing {
+        path: String,
+        subject: String,
+        reason: String,
+    },
+
     #[error("internal error in the pinip CNI plugin")]
     Internal { reason: String },
 }
@@ -173,6 +181,7 @@ impl CniError {
             CniError::PodNotFound { .. } | CniError::PodReplaced { .. } => POD_NOT_FOUND,
             CniError::ApiRejected { .. } => API_REJECTED,
             CniError::CheckMismatch { .. } => CHECK_MISMATCH,
+            CniError::ApiReaderMissing { .. } => API_READER_MISSING,
             CniError::Internal { .. } => INTERNAL,
         }
     }
@@ -260,6 +269,9 @@ impl CniError {
             } => format!(
                 "prevResult has [{prev}], the allocation has [{allocated}]; the pod's network no longer matches its decided address: delete the pod so that it is created again"
             ),
+            CniError::ApiReaderMissing { reason, .. } => format!(
+                "{reason}; install pinip-kube in the same directory as pinip (both come from the pinip-cni package), or declare the io.kubernetes.cri.pod-annotations capability so that no API read is needed"
+            ),
             CniError::Internal { reason } => format!("{reason}; please report this as a bug"),
         }
     }
@@ -327,6 +339,14 @@ mod tests {
                     reason: "r".into(),
                 },
                 50,
+            ),
+            (
+                CniError::ApiReaderMissing {
+                    path: "/opt/cni/bin/pinip-kube".into(),
+                    subject: "pod a/b".into(),
+                    reason: "No such file or directory".into(),
+                },
+                106,
             ),
             (CniError::Internal { reason: "x".into() }, 999),
         ];

@@ -289,3 +289,98 @@ fn status_probe_succeeds_when_the_server_answers() {
             .starts_with("GET /version HTTP/1.1")
     );
 }
+
+/// Run the `pinip` binary (the one without a client) as the runtime does: ADD or STATUS,
+/// config on stdin. Returns the exit status and stdout.
+fn run_plugin(binary: &Path, verb: &str, kubeconfig: &Path) -> (Option<i32>, serde_json::Value) {
+    use std::process::{Command, Stdio};
+    let conf = serde_json::json!({
+        "cniVersion": "1.1.0", "name": "n", "type": "bridge",
+        "ipam": {"type": "pinip", "kubeconfig": kubeconfig, "timeout": 5},
+    });
+    let mut child = Command::new(binary)
+        .env_clear()
+        .env("CNI_COMMAND", verb)
+        .env("CNI_CONTAINERID", "c0ffee")
+        .env("CNI_NETNS", "/var/run/netns/x")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_ARGS", "K8S_POD_NAMESPACE=db;K8S_POD_NAME=web-0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{verb}: stdout is not JSON ({e}): {stdout:?}; stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), json)
+}
+
+#[test]
+fn the_plugin_hands_an_api_read_to_pinip_kube() {
+    // `pinip` links no Kubernetes client: an answer that needs the GET can only come from
+    // `pinip-kube`, and only if the request on stdin reached it whole.
+    let body = serde_json::json!({
+        "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"name": "web-0", "namespace": "db", "uid": "uid-1",
+                     "annotations": {"pinip.io/allocation": r#"{"version":1,"interfaces":[{"name":"eth0","ips":[{"address":"10.20.0.5/24","gateway":"10.20.0.1","pool":"blue","claim":"10-20-0-5"}]}]}"#}}
+    })
+    .to_string();
+    let (port, rx) = respond_once("200 OK", body);
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &format!("http://127.0.0.1:{port}"));
+    let (code, out) = run_plugin(Path::new(env!("CARGO_BIN_EXE_pinip")), "ADD", &kc);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out,
+        serde_json::json!({"cniVersion": "1.1.0",
+                           "ips": [{"address": "10.20.0.5/24", "gateway": "10.20.0.1"}]})
+    );
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        "GET /api/v1/namespaces/db/pods/web-0 HTTP/1.1 | authorization: bearer test-token"
+    );
+
+    // STATUS with a kubeconfig is an API call too.
+    let kc = kubeconfig(dir.path(), &format!("http://127.0.0.1:{}", closed_port()));
+    let (code, out) = run_plugin(Path::new(env!("CARGO_BIN_EXE_pinip")), "STATUS", &kc);
+    assert_eq!(
+        (code, out["code"].clone()),
+        (Some(1), serde_json::json!(50)),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_plugin_without_its_api_reader_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let lone = dir.path().join("pinip");
+    std::fs::copy(env!("CARGO_BIN_EXE_pinip"), &lone).unwrap();
+    let kc = kubeconfig(dir.path(), &format!("http://127.0.0.1:{}", closed_port()));
+    let (code, out) = run_plugin(&lone, "ADD", &kc);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(out["code"], serde_json::json!(106), "{out}");
+    assert_eq!(
+        out["msg"],
+        serde_json::json!(format!(
+            "cannot run {}, which reads pod db/web-0 from the Kubernetes API server",
+            dir.path().join("pinip-kube").display()
+        ))
+    );
+    let details = out["details"].as_str().unwrap();
+    assert!(
+        details.starts_with("No such file or directory") && details.contains("install pinip-kube"),
+        "{details}"
+    );
+}

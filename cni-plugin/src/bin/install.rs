@@ -1,5 +1,6 @@
-//! pinip-cni-install: what the node DaemonSet runs. Copies the `pinip` plugin into the node's
-//! CNI bin directory and keeps a kubeconfig for it (from the pod's ServiceAccount token, which
+//! pinip-cni-install: what the node DaemonSet runs. Copies the `pinip` plugin and its API
+//! reader `pinip-kube` (which `pinip` execs when the runtime passed no pod annotations) into
+//! the node's CNI bin directory and keeps a kubeconfig for it (from the pod's ServiceAccount token, which
 //! may only get pods) current as the kubelet rotates the token. Every write is atomic
 //! (temporary file, then rename), so a runtime never executes or reads a half-written file.
 
@@ -18,6 +19,9 @@ struct Args {
     /// The plugin binary to install.
     #[arg(long, default_value = "/pinip")]
     plugin: PathBuf,
+    /// The plugin's API reader, installed next to it as `pinip-kube`.
+    #[arg(long, default_value = "/pinip-kube")]
+    api_reader: PathBuf,
     /// The node's CNI bin directory (mounted from the host).
     #[arg(long, default_value = "/host/opt/cni/bin")]
     bin_dir: PathBuf,
@@ -88,12 +92,24 @@ fn kubeconfig(server: &str, ca: &[u8], token: &str) -> Vec<u8> {
     serde_json::to_vec_pretty(&kc).expect("kubeconfig serialises")
 }
 
+/// The API reader first: a `pinip` that finds no `pinip-kube` next to it fails every ADD that
+/// needs the API server.
+fn install_binaries(args: &Args) -> Result<()> {
+    for (from, name) in [
+        (&args.api_reader, pinip_cni::handoff::API_READER),
+        (&args.plugin, "pinip"),
+    ] {
+        let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+        let to = args.bin_dir.join(name);
+        write_atomic(&to, &bytes, 0o755)?;
+        eprintln!("installed {}", to.display());
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
-    let plugin = std::fs::read(&args.plugin)
-        .with_context(|| format!("reading {}", args.plugin.display()))?;
-    write_atomic(&args.bin_dir.join("pinip"), &plugin, 0o755)?;
-    eprintln!("installed {}", args.bin_dir.join("pinip").display());
+    install_binaries(&args)?;
     let server = server(&args)?;
     let mut last = Vec::new();
     loop {
@@ -124,6 +140,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
         std::fs::write(p.join("src"), b"binary").unwrap();
+        std::fs::write(p.join("reader"), b"reader").unwrap();
         std::fs::write(p.join("token"), "tok\n").unwrap();
         std::fs::write(p.join("ca"), b"CA").unwrap();
         let args = Args::parse_from([
@@ -131,6 +148,7 @@ mod tests {
             "--once",
             "--server=https://10.0.0.1:443",
             &format!("--plugin={}", p.join("src").display()),
+            &format!("--api-reader={}", p.join("reader").display()),
             &format!("--bin-dir={}", p.join("bin").display()),
             &format!(
                 "--kubeconfig={}",
@@ -143,8 +161,10 @@ mod tests {
         let kc = kubeconfig("https://s", b"CA", "tok\n");
         let v: serde_json::Value = serde_json::from_slice(&kc).unwrap();
         assert_eq!(v["users"][0]["user"]["token"], "tok");
-        write_atomic(&p.join("bin/pinip"), b"binary", 0o755).unwrap();
+        install_binaries(&args).unwrap();
         assert_eq!(std::fs::read(p.join("bin/pinip")).unwrap(), b"binary");
+        assert_eq!(std::fs::read(p.join("bin/pinip-kube")).unwrap(), b"reader");
         assert!(!p.join("bin/.pinip.tmp").exists());
+        assert!(!p.join("bin/.pinip-kube.tmp").exists());
     }
 }

@@ -132,6 +132,11 @@ pub enum CniError {
         allocated: String,
     },
 
+    #[error(
+        "pinip cannot serve an ADD that reads the Kubernetes API server: cannot run its API reader {path}"
+    )]
+    StatusReaderMissing { path: String, reason: String },
+
     #[error("cannot run {path}, which reads {subject} from the Kubernetes API server")]
     ApiReaderMissing {
         path: String,
@@ -174,7 +179,9 @@ impl CniError {
             CniError::Decode { .. } => DECODE,
             CniError::InvalidConfig { .. } | CniError::Kubeconfig { .. } => INVALID_CONFIG,
             CniError::ApiUnreachable { .. } | CniError::ApiTimeout { .. } => TRY_AGAIN_LATER,
-            CniError::StatusUnavailable { .. } => NOT_AVAILABLE,
+            CniError::StatusUnavailable { .. } | CniError::StatusReaderMissing { .. } => {
+                NOT_AVAILABLE
+            }
             CniError::NoAllocation { .. } => NO_ALLOCATION,
             CniError::NoInterfaceEntry { .. } => NO_INTERFACE_ENTRY,
             CniError::MalformedAllocation { .. } => MALFORMED_ALLOCATION,
@@ -268,6 +275,9 @@ impl CniError {
                 prev, allocated, ..
             } => format!(
                 "prevResult has [{prev}], the allocation has [{allocated}]; the pod's network no longer matches its decided address: delete the pod so that it is created again"
+            ),
+            CniError::StatusReaderMissing { reason, .. } => format!(
+                "{reason}; install pinip-kube in the same directory as pinip (both come from the pinip-cni package)"
             ),
             CniError::ApiReaderMissing { reason, .. } => format!(
                 "{reason}; install pinip-kube in the same directory as pinip (both come from the pinip-cni package), or declare the io.kubernetes.cri.pod-annotations capability so that no API read is needed"

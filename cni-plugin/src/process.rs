@@ -23,7 +23,7 @@ use crate::version::CniVersion;
 pub fn main(api: impl for<'a> FnOnce(&'a [u8]) -> Box<dyn PodApi + 'a>) -> i32 {
     // What std's start-up would have done: a write to a closed pipe (stdout, or the API
     // server's connection) is an EPIPE error reported as CNI error JSON, not a kill by signal.
-    // The disposition survives exec, so `pinip-kube` started by `pinip` has it too.
+    // (std's exec resets it for the new program: `pinip-kube` sets it again here.)
     // SAFETY: sets a signal disposition before any thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);

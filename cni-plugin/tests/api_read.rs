@@ -329,8 +329,9 @@ fn run_plugin(binary: &Path, verb: &str, kubeconfig: &Path) -> (Option<i32>, ser
 
 #[test]
 fn the_plugin_hands_an_api_read_to_pinip_kube() {
-    // `pinip` links no Kubernetes client: an answer that needs the GET can only come from
-    // `pinip-kube`, and only if the request on stdin reached it whole.
+    // The GET through `pinip` (which hands it to `pinip-kube`; that it cannot do it alone is
+    // shown by the tests below): the answer needs the request on stdin to have reached the
+    // reader whole.
     let body = serde_json::json!({
         "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
         "metadata": {"name": "web-0", "namespace": "db", "uid": "uid-1",
@@ -368,14 +369,14 @@ fn the_plugin_without_its_api_reader_says_so() {
     let lone = dir.path().join("pinip");
     std::fs::copy(env!("CARGO_BIN_EXE_pinip"), &lone).unwrap();
     let kc = kubeconfig(dir.path(), &format!("http://127.0.0.1:{}", closed_port()));
+    let reader = dir.path().join("pinip-kube").display().to_string();
     let (code, out) = run_plugin(&lone, "ADD", &kc);
     assert_eq!(code, Some(1), "{out}");
     assert_eq!(out["code"], serde_json::json!(106), "{out}");
     assert_eq!(
         out["msg"],
         serde_json::json!(format!(
-            "cannot run {}, which reads pod db/web-0 from the Kubernetes API server",
-            dir.path().join("pinip-kube").display()
+            "cannot run {reader}, which reads pod db/web-0 from the Kubernetes API server"
         ))
     );
     let details = out["details"].as_str().unwrap();
@@ -383,4 +384,71 @@ fn the_plugin_without_its_api_reader_says_so() {
         details.starts_with("No such file or directory") && details.contains("install pinip-kube"),
         "{details}"
     );
+
+    // STATUS: the node cannot serve ADDs that need the API (50, not 106).
+    let (code, out) = run_plugin(&lone, "STATUS", &kc);
+    assert_eq!(
+        (code, out["code"].clone()),
+        (Some(1), serde_json::json!(50)),
+        "{out}"
+    );
+    assert_eq!(
+        out["msg"],
+        serde_json::json!(format!(
+            "pinip cannot serve an ADD that reads the Kubernetes API server: cannot run its API reader {reader}"
+        ))
+    );
+}
+
+#[test]
+fn a_copy_of_the_plugin_as_its_reader_does_not_exec_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["pinip", "pinip-kube"] {
+        std::fs::copy(env!("CARGO_BIN_EXE_pinip"), dir.path().join(name)).unwrap();
+    }
+    let kc = kubeconfig(dir.path(), &format!("http://127.0.0.1:{}", closed_port()));
+    let (code, out) = run_plugin(&dir.path().join("pinip"), "ADD", &kc);
+    assert_eq!(
+        (code, out["code"].clone()),
+        (Some(1), serde_json::json!(106)),
+        "{out}"
+    );
+    assert!(
+        out["details"]
+            .as_str()
+            .unwrap()
+            .starts_with("it is not the API reader: it is pinip itself"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_plugin_links_no_kubernetes_client() {
+    // What keeps `pinip`'s start-up short: the client's crates are in `pinip-kube` only.
+    // Counted over defined symbols other than file names (`nm`, from binutils with the C
+    // toolchain), so that a crate's object-file name alone does not count.
+    let symbols = |bin: &str| {
+        let out = std::process::Command::new("nm")
+            .args(["--defined-only", "--demangle", bin])
+            .output()
+            .expect("nm (binutils) runs");
+        assert!(out.status.success(), "nm {bin}: {:?}", out);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.contains(" f ") && !l.contains(" F "))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let (lean, full) = (
+        symbols(env!("CARGO_BIN_EXE_pinip")),
+        symbols(env!("CARGO_BIN_EXE_pinip-kube")),
+    );
+    for krate in ["rustls::", "hyper::", "tokio::", "kube_client::"] {
+        assert!(
+            full.iter().any(|l| l.contains(krate)),
+            "pinip-kube has no {krate} symbol: the check is blind"
+        );
+        let found: Vec<_> = lean.iter().filter(|l| l.contains(krate)).take(3).collect();
+        assert!(found.is_empty(), "pinip links {krate}: {found:?}");
+    }
 }

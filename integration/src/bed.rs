@@ -618,10 +618,14 @@ fn check_root_and_tools(opts: &BedOptions) -> Result<()> {
     }
     for ipam in std::iter::once(&opts.ipam).chain(opts.node_ipam.iter().map(|(_, i)| i)) {
         match ipam {
-            Ipam::Pinip { bin_dir } if !bin_dir.join("pinip").exists() => bail!(
-                "{}/pinip missing: build it with cargo build -p pinip-cni",
-                bin_dir.display()
-            ),
+            Ipam::Pinip { bin_dir }
+                if !(bin_dir.join("pinip").exists() && bin_dir.join("pinip-kube").exists()) =>
+            {
+                bail!(
+                    "{}/pinip or pinip-kube missing: build them with cargo build -p pinip-cni --bins",
+                    bin_dir.display()
+                )
+            }
             Ipam::Whereabouts { bin_dir, .. } if !bin_dir.join("whereabouts").exists() => bail!(
                 "{}/whereabouts missing: build it with integration/whereabouts/build.sh",
                 bin_dir.display()

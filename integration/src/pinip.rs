@@ -43,7 +43,7 @@ pub fn bin_dir() -> Result<PathBuf> {
         here
     }
     .to_path_buf();
-    for b in ["pinip-webhook", "pinip"] {
+    for b in ["pinip-webhook", "pinip", "pinip-kube"] {
         if !dir.join(b).exists() {
             bail!(
                 "{}/{b} not built: run `cargo build --workspace --bins` first (./test.sh does)",

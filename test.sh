@@ -7,4 +7,7 @@ cd "$(dirname "$0")"
 integration/system-deps.sh
 # End-to-end tests exec the real binaries (webhook, CNI plugin), so build them first.
 cargo build --workspace --bins
+# ... and `pinip` as a node runs it (static), which the CNI tests run too.
+PINIP_STATIC_PINIP=$(cni-plugin/build-static.sh)
+export PINIP_STATIC_PINIP
 exec cargo test --workspace "$@"

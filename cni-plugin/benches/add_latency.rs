@@ -5,8 +5,13 @@
 //! linked dynamically against glibc (as `pinip` is) shows what glibc's loading alone costs. Needs no cluster and
 //! no root; needs /usr/lib/cni/host-local (`apt-get install -y containernetworking-plugins`).
 //!
-//! Run: `cargo bench -p pinip-cni --bench add_latency` (PINIP_BENCH_CALLS sets the number of
-//! measured calls per plugin; default 300, at least 200).
+//! `pinip` as the runtime execs it on a node is static (the image builds it with musl);
+//! `PINIP_STATIC_PINIP` names such a build of it (glibc `crt-static`, from
+//! `cni-plugin/build-static.sh`) to time beside the dynamically linked one `cargo` builds.
+//!
+//! Run: `integration/bench.sh add` (builds the static `pinip`, then runs this), or
+//! `cargo bench -p pinip-cni --bench add_latency` for the dynamic build alone
+//! (PINIP_BENCH_CALLS sets the number of measured calls per plugin; default 300, at least 200).
 
 use std::io::Write;
 use std::path::Path;
@@ -141,8 +146,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let static_pinip = std::env::var("PINIP_STATIC_PINIP").ok();
+    if let Some(p) = &static_pinip
+        && !Path::new(p).is_file()
+    {
+        eprintln!("add_latency: PINIP_STATIC_PINIP={p} is not a file");
+        return ExitCode::FAILURE;
+    }
     // (label, binary, config, whether it must print an IPAM result)
-    let runs: [(&str, &str, &Value, bool); 4] = [
+    let mut runs: Vec<(&str, &str, &Value, bool)> = vec![
         (
             "pinip (runtimeConfig annotations)",
             pinip,
@@ -163,6 +175,9 @@ fn main() -> ExitCode {
             false,
         ),
     ];
+    if let Some(p) = &static_pinip {
+        runs.push(("pinip, static build (as on a node)", p, &pinip_conf, true));
+    }
     let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(calls); runs.len()];
     for i in 0..(WARMUP + calls) {
         let id = format!("bench{i:06}");
@@ -218,5 +233,14 @@ fn main() -> ExitCode {
         "  ratio dynamic no-op / static no-op exec: median {:.2}",
         medians[3] / medians[2]
     );
+    match medians.get(4) {
+        Some(m) => println!(
+            "  ratio static pinip / static no-op exec: median {:.2}",
+            m / medians[2]
+        ),
+        None => println!(
+            "  (static pinip not timed: integration/bench.sh add builds it and sets PINIP_STATIC_PINIP)"
+        ),
+    }
     ExitCode::SUCCESS
 }

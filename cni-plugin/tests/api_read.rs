@@ -13,6 +13,8 @@ use std::time::Duration;
 use pinip_cni::error::CniError;
 use pinip_cni::pod::{KubeApi, KubeTarget, PodApi, PodRef};
 
+mod common;
+
 fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
     let path = dir.join("kubeconfig");
     std::fs::write(
@@ -329,9 +331,29 @@ fn run_plugin(binary: &Path, verb: &str, kubeconfig: &Path) -> (Option<i32>, ser
 
 #[test]
 fn the_plugin_hands_an_api_read_to_pinip_kube() {
-    // The GET through `pinip` (which hands it to `pinip-kube`; that it cannot do it alone is
-    // shown by the tests below): the answer needs the request on stdin to have reached the
-    // reader whole.
+    hand_off(Path::new(env!("CARGO_BIN_EXE_pinip")));
+}
+
+#[test]
+fn the_static_build_hands_an_api_read_to_pinip_kube() {
+    // A static `pinip` execs the dynamically linked reader beside it, as on a node.
+    let Some(pinip) = common::static_pinip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&pinip, dir.path().join("pinip")).unwrap();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_pinip-kube"),
+        dir.path().join("pinip-kube"),
+    )
+    .unwrap();
+    hand_off(&dir.path().join("pinip"));
+}
+
+/// The GET through `pinip` (which hands it to `pinip-kube`; that it cannot do it alone is
+/// shown by the tests below): the answer needs the request on stdin to have reached the
+/// reader whole.
+fn hand_off(pinip: &Path) {
     let body = serde_json::json!({
         "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
         "metadata": {"name": "web-0", "namespace": "db", "uid": "uid-1",
@@ -341,7 +363,7 @@ fn the_plugin_hands_an_api_read_to_pinip_kube() {
     let (port, rx) = respond_once("200 OK", body);
     let dir = tempfile::tempdir().unwrap();
     let kc = kubeconfig(dir.path(), &format!("http://127.0.0.1:{port}"));
-    let (code, out) = run_plugin(Path::new(env!("CARGO_BIN_EXE_pinip")), "ADD", &kc);
+    let (code, out) = run_plugin(pinip, "ADD", &kc);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(
         out,
@@ -355,7 +377,7 @@ fn the_plugin_hands_an_api_read_to_pinip_kube() {
 
     // STATUS with a kubeconfig is an API call too.
     let kc = kubeconfig(dir.path(), &format!("http://127.0.0.1:{}", closed_port()));
-    let (code, out) = run_plugin(Path::new(env!("CARGO_BIN_EXE_pinip")), "STATUS", &kc);
+    let (code, out) = run_plugin(pinip, "STATUS", &kc);
     assert_eq!(
         (code, out["code"].clone()),
         (Some(1), serde_json::json!(50)),
@@ -451,4 +473,38 @@ fn the_plugin_links_no_kubernetes_client() {
         let found: Vec<_> = lean.iter().filter(|l| l.contains(krate)).take(3).collect();
         assert!(found.is_empty(), "pinip links {krate}: {found:?}");
     }
+}
+
+#[test]
+fn the_static_build_loads_nothing_at_start() {
+    // What its start-up saves: no program interpreter (ld.so, libc.so) and, as a
+    // position-dependent executable (ELF type EXEC, not DYN), no relocations to apply.
+    let Some(pinip) = common::static_pinip() else {
+        return;
+    };
+    let elf = std::fs::read(&pinip).unwrap();
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap());
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
+    assert_eq!(
+        &elf[..6],
+        b"\x7fELF\x02\x01",
+        "not a 64-bit little-endian ELF file"
+    );
+    const ET_EXEC: u16 = 2;
+    const PT_LOAD: u32 = 1;
+    const PT_INTERP: u32 = 3;
+    assert_eq!(u16_at(16), ET_EXEC, "e_type: a PIE or a shared object");
+    let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56));
+    let types: Vec<u32> = (0..phnum as usize)
+        .map(|i| u32_at(phoff + i * phentsize))
+        .collect();
+    assert!(
+        types.contains(&PT_LOAD),
+        "no PT_LOAD: the headers were misread: {types:?}"
+    );
+    assert!(
+        !types.contains(&PT_INTERP),
+        "it names a program interpreter: {types:?}"
+    );
 }

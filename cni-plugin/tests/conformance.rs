@@ -20,6 +20,8 @@ use serde_json::{Map, Value, json};
 const DEBIAN_CNI: &str = "/usr/lib/cni";
 const PINIP: &str = env!("CARGO_BIN_EXE_pinip");
 
+mod common;
+
 const ALLOCATION: &str = r#"{"version":1,"interfaces":[{"name":"eth0","ips":[{"address":"10.20.0.5/24","gateway":"10.20.0.1","pool":"blue","claim":"10-20-0-5"},{"address":"fd00:20::5/64","pool":"blue6","claim":"fd00-0020-0000-0000-0000-0000-0000-0005"}],"routes":[{"dst":"0.0.0.0/0","gw":"10.20.0.1"},{"dst":"10.99.0.0/16","gw":"10.20.0.254"}],"dns":{"nameservers":["10.96.0.10"],"search":["db.svc.cluster.local"]}}]}"#;
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -119,20 +121,24 @@ impl Drop for Netns {
     }
 }
 
-/// A CNI_PATH directory of symlinks: every Debian plugin, and the built `pinip`.
+/// A CNI_PATH directory of symlinks: every Debian plugin, and a build of `pinip`.
 struct CniPath {
     dir: tempfile::TempDir,
 }
 
 impl CniPath {
     fn new() -> CniPath {
+        CniPath::with(Path::new(PINIP))
+    }
+
+    fn with(pinip: &Path) -> CniPath {
         let dir = tempfile::tempdir().expect("tempdir");
         for entry in std::fs::read_dir(DEBIAN_CNI).expect("read /usr/lib/cni") {
             let entry = entry.expect("dir entry");
             std::os::unix::fs::symlink(entry.path(), dir.path().join(entry.file_name()))
                 .expect("symlink plugin");
         }
-        std::os::unix::fs::symlink(PINIP, dir.path().join("pinip")).expect("symlink pinip");
+        std::os::unix::fs::symlink(pinip, dir.path().join("pinip")).expect("symlink pinip");
         CniPath { dir }
     }
 
@@ -320,8 +326,12 @@ fn assert_contains(haystack: &str, needle: &str, what: &str) {
 
 /// The full sandbox lifecycle as containerd drives it, for one main plugin and version.
 fn lifecycle(main: Main, version: &str) {
+    lifecycle_of(Path::new(PINIP), main, version);
+}
+
+fn lifecycle_of(pinip: &Path, main: Main, version: &str) {
     preflight();
-    let cni_path = CniPath::new();
+    let cni_path = CniPath::with(pinip);
     let log = cni_path.path().join("pinip.log");
     let (host, container) = namespaces(main);
     let list = conflist(main, version, &log);
@@ -474,6 +484,13 @@ fn lifecycle(main: Main, version: &str) {
             "{ctx}: DEL with empty netns (round {round}) failed: {} {}",
             del2.stdout, del2.stderr
         );
+    }
+}
+
+#[test]
+fn static_build_bridge_1_0_0() {
+    if let Some(pinip) = common::static_pinip() {
+        lifecycle_of(&pinip, Main::Bridge, "1.0.0");
     }
 }
 

@@ -47,6 +47,12 @@ pub struct Args {
     /// may be in flight from the webhook).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub conflict_settle: Duration,
+    /// A claim (retain none) is bound to a pod the scheduler has not placed yet only once the
+    /// pod is this old, so that a pod placed within it is bound with its node in one write
+    /// instead of two. Until then the claim records its holder by name, as the webhook wrote
+    /// it. `0s` binds at once.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub unscheduled_bind_delay: Duration,
     #[command(flatten)]
     pub leader: LeaderArgs,
     #[command(flatten)]

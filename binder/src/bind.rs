@@ -35,6 +35,9 @@ pub struct Policy {
     pub set_shrink_grace: Duration,
     pub release_on_scale_down: bool,
     pub conflict_settle: Duration,
+    /// How old a pod the scheduler has not placed must be before its (non-retained) claim is
+    /// bound to it without a node: a pod placed sooner is bound with its node in one write.
+    pub unscheduled_bind_delay: Duration,
 }
 
 mod action;
@@ -80,7 +83,13 @@ impl Plan {
     /// Whether `p` is younger than `--conflict-settle` (then a wake-up is planned for when it
     /// is not): a conflict on so young a pod may only be a write our watches have not shown.
     fn too_young(&mut self, p: &PodInfo, policy: &Policy, now: Timestamp) -> bool {
-        match p.created.and_then(|t| after(t, policy.conflict_settle)) {
+        self.younger_than(p, policy.conflict_settle, now)
+    }
+
+    /// Whether `p` was created less than `d` ago (then a wake-up is planned for when it was
+    /// not). A pod without a creation time is never young.
+    fn younger_than(&mut self, p: &PodInfo, d: Duration, now: Timestamp) -> bool {
+        match p.created.and_then(|t| after(t, d)) {
             Some(at) if at > now => {
                 self.wake(at, now);
                 true
@@ -163,6 +172,7 @@ pub fn plan<W: Workloads>(world: &World<'_, W>, policy: &Policy) -> Plan {
             });
         }
         let action = match holder {
+            Some(p) if first_bind_can_wait(c, p, policy, world.now, &mut plan) => None,
             Some(p) => bind(c, p),
             // A live pod names exactly this claim without being its recorded holder (a
             // conflict, reported above, e.g. left by an older version): never release it
@@ -241,6 +251,26 @@ fn choose_holder<'a>(c: &ClaimInfo, namers: &[(&'a PodInfo, &NamedIp)]) -> Optio
 /// Orders pods oldest first, then by name (a stable choice among equals).
 fn oldest_first(p: &PodInfo) -> (Option<Timestamp>, &str) {
     (p.created, p.key.name.as_str())
+}
+
+/// Whether the first bind of a claim to its pod waits for the scheduler: the pod has no node
+/// yet and is younger than `--unscheduled-bind-delay`, so that the bind, once the pod is
+/// placed, writes pod and node at once (one write, not two). Until then the claim keeps the
+/// holder the webhook recorded (the pod's name or generateName): the state it is in until the
+/// binder sees the pod at all, which every decision already reads. Retained claims are bound
+/// at once: the bind is what makes one a member of its workload's set.
+fn first_bind_can_wait(
+    c: &ClaimInfo,
+    p: &PodInfo,
+    policy: &Policy,
+    now: Timestamp,
+    plan: &mut Plan,
+) -> bool {
+    let bound_to_it = c.pod.as_ref().is_some_and(|r| r.uid == p.key.uid);
+    p.node.is_none()
+        && c.retain == Retain::None
+        && !bound_to_it
+        && plan.younger_than(p, policy.unscheduled_bind_delay, now)
 }
 
 fn bind(c: &ClaimInfo, p: &PodInfo) -> Option<Action> {

@@ -42,6 +42,7 @@ async fn main() -> Result<()> {
             set_shrink_grace: args.set_shrink_grace,
             release_on_scale_down: args.release_on_scale_down,
             conflict_settle: args.conflict_settle,
+            unscheduled_bind_delay: args.unscheduled_bind_delay,
         },
         concurrency: args.concurrency,
         resync: args.resync_interval,

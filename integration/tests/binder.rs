@@ -450,11 +450,13 @@ async fn pool_status_and_metrics(s: &Stack) -> Result<()> {
 /// The versions a claim goes through, from its creation until it is Bound to a pod: each as
 /// (pod uid set, phase). Watched from before the pod is created, so none is missed (a watch
 /// delivers every version of an object).
+/// Creates pod `name`, on `node` from the start or (`None`) placed by kube-scheduler, and
+/// returns the versions of its claim (pod uid recorded, phase) until it is Bound.
 async fn claim_versions_until_bound(
     client: &kube::Client,
     ns: &str,
     name: &str,
-    node: &str,
+    node: Option<&str>,
 ) -> Result<Vec<(bool, ClaimPhase)>> {
     use futures::{StreamExt, TryStreamExt};
     use kube::runtime::watcher;
@@ -467,7 +469,8 @@ async fn claim_versions_until_bound(
             break;
         }
     }
-    // Already on its node: the binder binds pod and node (and phase Bound) at once.
+    // Already on its node, or placed by the scheduler within --unscheduled-bind-delay: the
+    // binder binds pod and node (and phase Bound) at once.
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0,
@@ -503,6 +506,30 @@ async fn claim_versions_until_bound(
             return Ok(seen);
         }
     }
+}
+
+/// How long after its creation the scheduler placed pod `name` (whole seconds, as the API
+/// server keeps them).
+async fn scheduling_latency(client: &kube::Client, ns: &str, name: &str) -> Result<Duration> {
+    let pod = Api::<Pod>::namespaced(client.clone(), ns).get(name).await?;
+    let created = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .context("no creationTimestamp")?
+        .0;
+    let scheduled = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "True")
+        })
+        .and_then(|c| c.last_transition_time.as_ref())
+        .context("pod not scheduled")?
+        .0;
+    Ok(Duration::try_from(scheduled.duration_since(created)).unwrap_or_default())
 }
 
 /// Serves `crd` (JSON) as the IPClaim CRD and waits until kube-apiserver's handler serves
@@ -566,7 +593,7 @@ async fn binds_in_one_write_and_with_an_older_crd(s: &Stack) -> Result<()> {
     let client = &s.client;
     // This release's CRD: no status subresource; the bind is one write, so no version of the
     // claim has its pod without being Bound.
-    let v = claim_versions_until_bound(client, &ns, "one", &node).await?;
+    let v = claim_versions_until_bound(client, &ns, "one", Some(&node)).await?;
     let probe = first(
         &Api::<Pod>::namespaced(client.clone(), &ns)
             .get("one")
@@ -579,13 +606,22 @@ async fn binds_in_one_write_and_with_an_older_crd(s: &Stack) -> Result<()> {
         "a version with the pod but not Bound: {v:?}"
     );
     assert_eq!(v.len(), 2, "created, then bound in one write: {v:?}");
+    // Placed by kube-scheduler after the binder has seen it unscheduled: still one bind write
+    // (the first bind waits --unscheduled-bind-delay, 3 s, for the node).
+    let placed = claim_versions_until_bound(client, &ns, "placed", None).await?;
+    let scheduled_after = scheduling_latency(client, &ns, "placed").await?;
+    assert_eq!(
+        placed.len(),
+        2,
+        "created, then bound in one write once the scheduler placed it {scheduled_after:?} after its creation: {placed:?}"
+    );
 
     // An older release's CRD (with the status subresource, which drops status from a spec
     // write): the binder notices and binds in two writes. Restored whatever happens.
     let older = serde_json::to_value(<IPClaim as kube::CustomResourceExt>::crd())?;
     let current = serde_json::to_value(pinip_api::crd::ipclaim_crd())?;
     let with_older = match serve_claim_crd(s, &older, true, &probe).await {
-        Ok(()) => claim_versions_until_bound(client, &ns, "older", &node).await,
+        Ok(()) => claim_versions_until_bound(client, &ns, "older", Some(&node)).await,
         Err(e) => Err(e),
     };
     let restored = serve_claim_crd(s, &current, false, &probe).await;
@@ -599,8 +635,8 @@ async fn binds_in_one_write_and_with_an_older_crd(s: &Stack) -> Result<()> {
     );
     // Upgraded again: the first bind finds /status gone and writes once more in one; the next
     // is one write from the start.
-    let upgraded = claim_versions_until_bound(client, &ns, "upgraded", &node).await?;
-    let after = claim_versions_until_bound(client, &ns, "after", &node).await?;
+    let upgraded = claim_versions_until_bound(client, &ns, "upgraded", Some(&node)).await?;
+    let after = claim_versions_until_bound(client, &ns, "after", Some(&node)).await?;
     assert_eq!(
         after.len(),
         2,

@@ -19,6 +19,7 @@ fn policy() -> Policy {
         set_shrink_grace: GRACE,
         release_on_scale_down: false,
         conflict_settle: Duration::from_secs(10),
+        unscheduled_bind_delay: Duration::from_secs(3),
     }
 }
 
@@ -232,6 +233,101 @@ fn binds_reserved_claim_then_records_node() {
         run(&[done], &[scheduled], &Known::default(), T3, &policy()),
         Plan::default()
     );
+}
+
+#[test]
+fn a_young_unscheduled_pod_is_bound_once_placed_in_one_write() {
+    let reserved = || {
+        claim(
+            "10-0-0-6",
+            "10.0.0.6/24",
+            pod_owner("a"),
+            "none",
+            json!({"spec": {"pod": {"name": "a"}}}),
+        )
+    };
+    let mut unscheduled = pod("a", "u1", "", None, &[("10-0-0-6", "10.0.0.6/24")]);
+    unscheduled.created = Some(ts("2030-01-01T00:00:59Z"));
+    // One second old, not placed: no write yet, a wake-up when the delay ends.
+    let plan = run(
+        &[reserved()],
+        std::slice::from_ref(&unscheduled),
+        &Known::default(),
+        T1,
+        &policy(),
+    );
+    assert_eq!(
+        (plan.actions.len(), plan.conflicts.len(), plan.wake_in),
+        (0, 0, Some(Duration::from_secs(2))),
+        "{plan:?}"
+    );
+    // Placed within the delay: pod, node and Bound in the one write.
+    let mut placed = unscheduled.clone();
+    placed.node = Some("node-1".into());
+    let plan = run(&[reserved()], &[placed], &Known::default(), T1, &policy());
+    let b = only_bind(&plan);
+    assert_eq!(
+        (b.pod.uid.as_str(), b.node.as_deref(), b.phase),
+        ("u1", Some("node-1"), ClaimPhase::Bound)
+    );
+    assert!(b.write_spec && b.write_status);
+    // Still unplaced once the delay is over: bound without a node, as before.
+    let plan = run(
+        &[reserved()],
+        &[unscheduled],
+        &Known::default(),
+        "2030-01-01T00:01:02Z",
+        &policy(),
+    );
+    let b = only_bind(&plan);
+    assert_eq!(
+        (b.pod.uid.as_str(), b.node.as_deref(), b.phase),
+        ("u1", None, ClaimPhase::Reserved)
+    );
+}
+
+#[test]
+fn a_retained_claim_is_bound_to_an_unscheduled_pod_at_once() {
+    // The bind records the workload (set membership): it does not wait for the scheduler.
+    let c = claim(
+        "10-0-0-7",
+        "10.0.0.7/24",
+        sts_owner(0),
+        "ordinal",
+        json!({"spec": {"pod": {"name": "db-0"}}}),
+    );
+    let mut p = pod("db-0", "u0", "db", None, &[("10-0-0-7", "10.0.0.7/24")]);
+    p.created = Some(ts("2030-01-01T00:00:59Z"));
+    let plan = run(&[c], &[p], &Known::default(), T1, &policy());
+    let b = only_bind(&plan);
+    assert_eq!(
+        (b.pod.uid.as_str(), b.node.as_deref(), b.phase),
+        ("u0", None, ClaimPhase::Reserved)
+    );
+}
+
+#[test]
+fn the_delay_does_not_hide_a_pod_that_is_not_the_holder() {
+    // A young unscheduled pod naming a claim bound to another live pod is still judged
+    // (after --conflict-settle) and never bound: the delay only postpones a first bind.
+    let c = claim(
+        "10-0-0-8",
+        "10.0.0.8/24",
+        pod_owner("a"),
+        "none",
+        json!({"spec": {"pod": {"name": "a", "uid": "u1"}, "node": "node-1"}, "status": {"phase": "Bound"}}),
+    );
+    let holder = pod(
+        "a",
+        "u1",
+        "",
+        Some("node-1"),
+        &[("10-0-0-8", "10.0.0.8/24")],
+    );
+    let mut other = pod("a", "u2", "", None, &[("10-0-0-8", "10.0.0.8/24")]);
+    other.created = Some(ts("2030-01-01T00:00:59Z"));
+    let plan = run(&[c], &[holder, other], &Known::default(), T1, &policy());
+    assert!(plan.actions.is_empty(), "{plan:?}");
 }
 
 #[test]

@@ -121,6 +121,7 @@ mod tests {
     fn defaults_and_lease_timings() {
         let a = Args::parse_from(["pinip-binder"]);
         assert_eq!(a.reclaim_grace, Duration::from_secs(75));
+        assert_eq!(a.unscheduled_bind_delay, Duration::from_secs(3));
         assert_eq!(a.leader.lease_duration, Duration::from_secs(15));
         assert!(a.leader.leader_elect);
         assert!(!a.release_on_scale_down);

@@ -450,8 +450,10 @@ async fn pool_status_and_metrics(s: &Stack) -> Result<()> {
 /// The versions a claim goes through, from its creation until it is Bound to a pod: each as
 /// (pod uid set, phase). Watched from before the pod is created, so none is missed (a watch
 /// delivers every version of an object).
-/// Creates pod `name`, on `node` from the start or (`None`) placed by kube-scheduler, and
-/// returns the versions of its claim (pod uid recorded, phase) until it is Bound.
+/// Creates pod `name`, on `node` from the start or (`None`) placed by kube-scheduler a second
+/// after its creation (a scheduling gate held that long, so that the binder has seen it
+/// unscheduled), and returns the versions of its claim (pod uid recorded, phase) until it is
+/// Bound.
 async fn claim_versions_until_bound(
     client: &kube::Client,
     ns: &str,
@@ -471,11 +473,28 @@ async fn claim_versions_until_bound(
     }
     // Already on its node, or placed by the scheduler within --unscheduled-bind-delay: the
     // binder binds pod and node (and phase Bound) at once.
+    let gates = if node.is_some() {
+        json!([])
+    } else {
+        json!([{"name": "pinip.test/hold"}])
+    };
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": name},
-        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0,
+        "spec": {"nodeName": node, "schedulingGates": gates, "terminationGracePeriodSeconds": 0,
                  "containers": [{"name": "app", "image": IMAGE}]}}))?;
     let pod = pods.create(&PostParams::default(), &pod).await?;
+    if node.is_none() {
+        let (pods, name) = (pods.clone(), name.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            pods.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"schedulingGates": null}})),
+            )
+            .await
+        });
+    }
     let (claim, _) = first(&pod)?;
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -606,8 +625,8 @@ async fn binds_in_one_write_and_with_an_older_crd(s: &Stack) -> Result<()> {
         "a version with the pod but not Bound: {v:?}"
     );
     assert_eq!(v.len(), 2, "created, then bound in one write: {v:?}");
-    // Placed by kube-scheduler after the binder has seen it unscheduled: still one bind write
-    // (the first bind waits --unscheduled-bind-delay, 3 s, for the node).
+    // Placed by kube-scheduler a second after the binder has seen it unscheduled: still one
+    // bind write (the first bind waits --unscheduled-bind-delay, 3 s, for the node).
     let placed = claim_versions_until_bound(client, &ns, "placed", None).await?;
     let scheduled_after = scheduling_latency(client, &ns, "placed").await?;
     assert_eq!(
@@ -615,6 +634,48 @@ async fn binds_in_one_write_and_with_an_older_crd(s: &Stack) -> Result<()> {
         2,
         "created, then bound in one write once the scheduler placed it {scheduled_after:?} after its creation: {placed:?}"
     );
+    // Never placed: bound without a node once the delay is over, and its claim deleted at
+    // once when the pod is; a pod deleted while its bind waits frees its claim at once too,
+    // not after --reclaim-grace (5 s here).
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let claims: Api<IPClaim> = Api::all(client.clone());
+    let held = |name: &str| -> Result<Pod> {
+        Ok(serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"schedulingGates": [{"name": "pinip.test/hold"}],
+                     "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "app", "image": IMAGE}]}}))?)
+    };
+    let unplaced = pods
+        .create(&PostParams::default(), &held("unplaced")?)
+        .await?;
+    let brief = pods.create(&PostParams::default(), &held("brief")?).await?;
+    let (unplaced_claim, brief_claim) = (first(&unplaced)?.0, first(&brief)?.0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deleted = tokio::time::Instant::now();
+    pods.delete("brief", &DeleteParams::default()).await?;
+    wait_for(
+        "the claim of a pod deleted before its bind gone",
+        Duration::from_secs(3),
+        || async { Ok(claims.get_opt(&brief_claim).await?.is_none().then_some(())) },
+    )
+    .await?;
+    let freed_after = deleted.elapsed();
+    let c = wait_for(
+        "an unplaced pod's claim bound without a node after the delay",
+        Duration::from_secs(15),
+        || async {
+            let c = claims.get(&unplaced_claim).await?;
+            let uid = c.spec.pod.as_ref().map(|p| p.uid.clone());
+            Ok((uid == unplaced.uid()).then_some(c))
+        },
+    )
+    .await?;
+    assert_eq!(
+        (c.phase(), c.spec.node.clone()),
+        (ClaimPhase::Reserved, None)
+    );
+    pods.delete("unplaced", &DeleteParams::default()).await?;
 
     // An older release's CRD (with the status subresource, which drops status from a spec
     // write): the binder notices and binds in two writes. Restored whatever happens.
@@ -641,6 +702,9 @@ async fn binds_in_one_write_and_with_an_older_crd(s: &Stack) -> Result<()> {
         after.len(),
         2,
         "one write again after the upgrade: {after:?} (the bind on the upgrade: {upgraded:?})"
+    );
+    eprintln!(
+        "a pod deleted before its bind: claim gone {freed_after:?} after the pod; placed by the scheduler {scheduled_after:?} after creation: {placed:?}"
     );
     eprintln!(
         "claim versions until Bound: one write {v:?}; older CRD {with_older:?}; on the upgrade {upgraded:?}; after {after:?}"

@@ -153,6 +153,7 @@ fn run(claims: &[ClaimInfo], pods: &[PodInfo], known: &Known, now: &str, p: &Pol
             pods,
             workloads: known,
             in_flight: &HashSet::new(),
+            postponed: &HashMap::new(),
             now: ts(now),
         },
         p,
@@ -307,27 +308,114 @@ fn a_retained_claim_is_bound_to_an_unscheduled_pod_at_once() {
 }
 
 #[test]
-fn the_delay_does_not_hide_a_pod_that_is_not_the_holder() {
-    // A young unscheduled pod naming a claim bound to another live pod is still judged
-    // (after --conflict-settle) and never bound: the delay only postpones a first bind.
+fn a_postponed_claim_is_freed_as_soon_as_its_pod_is_gone() {
     let c = claim(
         "10-0-0-8",
         "10.0.0.8/24",
         pod_owner("a"),
         "none",
-        json!({"spec": {"pod": {"name": "a", "uid": "u1"}, "node": "node-1"}, "status": {"phase": "Bound"}}),
+        json!({"spec": {"pod": {"name": "a"}}}),
     );
-    let holder = pod(
-        "a",
-        "u1",
-        "",
-        Some("node-1"),
-        &[("10-0-0-8", "10.0.0.8/24")],
+    let mut p = pod("a", "u1", "", None, &[("10-0-0-8", "10.0.0.8/24")]);
+    p.created = Some(ts("2030-01-01T00:00:59Z"));
+    let first = run(
+        std::slice::from_ref(&c),
+        std::slice::from_ref(&p),
+        &Known::default(),
+        T1,
+        &policy(),
     );
-    let mut other = pod("a", "u2", "", None, &[("10-0-0-8", "10.0.0.8/24")]);
-    other.created = Some(ts("2030-01-01T00:00:59Z"));
-    let plan = run(&[c], &[holder, other], &Known::default(), T1, &policy());
-    assert!(plan.actions.is_empty(), "{plan:?}");
+    assert_eq!(
+        first.postponed,
+        vec![("10-0-0-8".to_string(), p.key.clone(), "7".to_string())]
+    );
+    let plan_without = |postponed: &HashMap<String, (PodKey, String)>, c: &ClaimInfo| {
+        plan(
+            &World {
+                claims: &[Arc::new(c.clone())],
+                unreadable: &HashSet::new(),
+                exists: &|_| false,
+                pods: &[],
+                workloads: &Known::default(),
+                in_flight: &HashSet::new(),
+                postponed,
+                now: ts(T1),
+            },
+            &policy(),
+        )
+    };
+    // The pod is gone a moment later: deleted at once, as a bound claim would be.
+    let remembered: HashMap<String, (PodKey, String)> =
+        [("10-0-0-8".to_string(), (p.key.clone(), "7".to_string()))].into();
+    let gone = plan_without(&remembered, &c);
+    assert_eq!(
+        gone.actions,
+        vec![Action::Delete {
+            claim: "10-0-0-8".into(),
+            uid: "cu-10-0-0-8".into(),
+            resource_version: "7".into(),
+            address: c.address,
+            why: Why::PodGone(p.key.clone()),
+        }]
+    );
+    // Not remembered (another leader postponed it), or changed since (a handover): it waits
+    // for the reclaim grace as any reservation no pod took.
+    for postponed in [HashMap::new(), {
+        let mut m = remembered.clone();
+        m.get_mut("10-0-0-8").unwrap().1 = "6".into();
+        m
+    }] {
+        let waits = plan_without(&postponed, &c);
+        assert!(waits.actions.is_empty(), "{waits:?}");
+        assert!(waits.wake_in.is_some(), "{waits:?}");
+    }
+    // A retained claim is never postponed, so never freed this way.
+    let retained = claim(
+        "10-0-0-8",
+        "10.0.0.8/24",
+        sts_owner(0),
+        "ordinal",
+        json!({"spec": {"pod": {"name": "db-0"}}}),
+    );
+    assert!(plan_without(&remembered, &retained).actions.is_empty());
+}
+
+#[test]
+fn the_first_bind_waits_only_for_a_young_unbound_pod_of_known_age() {
+    let c = |pod: Value| {
+        claim(
+            "10-0-0-9",
+            "10.0.0.9/24",
+            pod_owner("a"),
+            "none",
+            json!({"spec": {"pod": pod}}),
+        )
+    };
+    let young = |created: Option<&str>| {
+        let mut p = pod("a", "u1", "", None, &[("10-0-0-9", "10.0.0.9/24")]);
+        p.created = created.map(ts);
+        p
+    };
+    let binds = |c: ClaimInfo, p: PodInfo| {
+        let plan = run(&[c], &[p], &Known::default(), T1, &policy());
+        (plan.actions.len(), plan.postponed.len())
+    };
+    // A generateName reservation waits like a named one.
+    let mut by_prefix = young(Some("2030-01-01T00:00:59Z"));
+    by_prefix.generate_name = Some("a".into());
+    assert_eq!(binds(c(json!({"generateName": "a"})), by_prefix), (0, 1));
+    // No creation time: bound at once.
+    assert_eq!(binds(c(json!({"name": "a"})), young(None)), (1, 0));
+    // Created further in the future than the delay (clock skew): bound at once.
+    assert_eq!(
+        binds(c(json!({"name": "a"})), young(Some("2030-01-01T00:01:05Z"))),
+        (1, 0)
+    );
+    // Within the delay of this binder's clock: waits.
+    assert_eq!(
+        binds(c(json!({"name": "a"})), young(Some("2030-01-01T00:01:02Z"))),
+        (0, 1)
+    );
 }
 
 #[test]
@@ -914,6 +1002,7 @@ fn in_flight_claims_wait_for_the_watch() {
             pods: &[p],
             workloads: &Known::default(),
             in_flight: &in_flight,
+            postponed: &HashMap::new(),
             now: ts(T1),
         },
         &policy(),
@@ -941,6 +1030,7 @@ fn a_claim_outside_the_scope_is_not_missing() {
                 pods: std::slice::from_ref(&p),
                 workloads: &Known::default(),
                 in_flight: &HashSet::new(),
+                postponed: &HashMap::new(),
                 now: ts(T1),
             },
             &policy(),
@@ -1041,6 +1131,7 @@ mod props {
                     pods: &pods,
                     workloads: &Known::default(),
                     in_flight: &HashSet::new(),
+                    postponed: &HashMap::new(),
                     now,
                 },
                 &policy(),

@@ -10,8 +10,11 @@
 //!
 //!   integration/bench.sh            # builds release binaries, then runs this
 //!   PINIP_BENCH_PODS=1000 …         # pods per phase (default 1000)
+//!   PINIP_BENCH_PPROF_DIR=/tmp/p …   # also kube-apiserver's CPU profile of each phase
+//!                                    # (go tool pprof -top -cum /tmp/p/kube-apiserver-with-pinip.pb.gz)
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -67,6 +70,34 @@ async fn create_pods(client: &Client, ns: &str, n: usize) -> Result<Phase> {
         median_ms: q(0.5),
         p99_ms: q(0.99),
     })
+}
+
+/// With `PINIP_BENCH_PPROF_DIR` set: kube-apiserver's CPU profile over the next `seconds`
+/// (longer than the phase it covers; idle time adds nothing to a CPU profile), to
+/// `<dir>/kube-apiserver-<phase>.pb.gz`.
+fn start_profile(
+    client: &Client,
+    phase: &str,
+    seconds: u64,
+) -> Option<(PathBuf, tokio::task::JoinHandle<Result<()>>)> {
+    let dir = PathBuf::from(std::env::var_os("PINIP_BENCH_PPROF_DIR")?);
+    let path = dir.join(format!("kube-apiserver-{phase}.pb.gz"));
+    let (client, out) = (client.clone(), path.clone());
+    let task = tokio::spawn(async move {
+        std::fs::create_dir_all(&dir)?;
+        measure::apiserver_cpu_profile(&client, seconds, &out).await
+    });
+    Some((path, task))
+}
+
+async fn finish_profile(
+    profile: Option<(PathBuf, tokio::task::JoinHandle<Result<()>>)>,
+) -> Result<Option<PathBuf>> {
+    let Some((path, task)) = profile else {
+        return Ok(None);
+    };
+    task.await??;
+    Ok(Some(path))
 }
 
 /// Calls of pinip's admission webhooks and writes of IPClaims, as kube-apiserver counts them.
@@ -189,9 +220,12 @@ async fn main() -> Result<()> {
         cpu.add(&name, [pid]);
     }
     let plain = bed.temp_namespace("baseline", json!({})).await?;
+    // Profile windows of about twice the phases' lengths on this bed (~800 and ~150 pods/s).
+    let profile = start_profile(&client, "baseline", (n / 400 + 2) as u64);
     let cpu_before = cpu.snapshot()?;
     let baseline = create_pods(&client, &plain, n).await?;
     let cpu_baseline = measure::cpu_per_1000(&cpu_before, &cpu.snapshot()?, n);
+    let profile_baseline = finish_profile(profile).await?;
 
     // No binder runs here, so no reservation is ever bound: the per-namespace cap on unbound
     // reservations (which counts claims the binder has not bound yet) is lifted for the
@@ -224,9 +258,11 @@ async fn main() -> Result<()> {
         hooks.procs.iter().filter_map(|p| p.pid()),
     );
     let costs_before = pinip_costs(&client).await?;
+    let profile = start_profile(&client, "with-pinip", (n / 75 + 3) as u64);
     let cpu_before = cpu.snapshot()?;
     let with_webhook = create_pods(&client, &enabled, n).await?;
     let cpu_with = measure::cpu_per_1000(&cpu_before, &cpu.snapshot()?, n);
+    let profile_with = finish_profile(profile).await?;
     let costs_after = pinip_costs(&client).await?;
     let delta = |after: BTreeMap<u64, f64>, before: &BTreeMap<u64, f64>| -> BTreeMap<u64, f64> {
         after
@@ -286,6 +322,14 @@ async fn main() -> Result<()> {
             quantile(b, 0.99).unwrap_or(f64::NAN),
             b.get(&u64::MAX).copied().unwrap_or(0.0)
         );
+    }
+    for (phase, p) in [("baseline", profile_baseline), ("with pinip", profile_with)] {
+        if let Some(p) = p {
+            println!(
+                "  kube-apiserver CPU profile, {phase}: go tool pprof -top -cum {}",
+                p.display()
+            );
+        }
     }
     Ok(())
 }

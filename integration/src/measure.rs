@@ -1,6 +1,8 @@
 //! What the benchmarks read off the bed: CPU time of its processes from `/proc`, and
 //! kube-apiserver's own counters from its `/metrics`.
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use kube::Client;
 
@@ -91,6 +93,30 @@ pub fn cpu_per_1000(before: &CpuSnapshot, after: &CpuSnapshot, pods: usize) -> S
 pub async fn apiserver_metrics(client: &Client) -> Result<String> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
     Ok(client.request_text(req).await?)
+}
+
+/// kube-apiserver's CPU profile (Go's `/debug/pprof/profile`) over the next `seconds`,
+/// written as it comes (gzip-compressed protobuf, symbolized) to `path`; read it with
+/// `go tool pprof -top -cum <path>`. The window may outlast the work it is for: a CPU profile
+/// holds only the time spent on a CPU.
+pub async fn apiserver_cpu_profile(client: &Client, seconds: u64, path: &Path) -> Result<()> {
+    use http_body_util::BodyExt;
+    let req = http::Request::get(format!("/debug/pprof/profile?seconds={seconds}"))
+        .body(kube::client::Body::from(Vec::new()))?;
+    let resp = client.send(req).await?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .context("reading the CPU profile")?
+        .to_bytes();
+    anyhow::ensure!(
+        status.is_success(),
+        "GET /debug/pprof/profile: {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    std::fs::write(path, &body).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Sum of counter `metric` in `metrics` over the series whose labels contain every one of

@@ -68,10 +68,6 @@ pub struct Plan {
     pub lookups: Vec<WorkloadRef>,
     /// When a decision falls due without any change (a grace period ending).
     pub wake_in: Option<Duration>,
-    /// Claims whose first bind waits for the scheduler: (claim, the live pod that holds it,
-    /// the claim's resourceVersion). Remembered so that the claim is freed as soon as that
-    /// pod is gone, as a bound one's is ([`World::postponed`]).
-    pub postponed: Vec<(String, PodKey, String)>,
 }
 
 impl Plan {
@@ -115,9 +111,6 @@ pub struct World<'a, W: Workloads> {
     pub workloads: &'a W,
     /// Claims whose last write by this binder its watch has not shown yet: not decided again.
     pub in_flight: &'a HashSet<String>,
-    /// Claims whose first bind this binder postponed ([`Plan::postponed`]): the pod it saw
-    /// holding each, and the claim's resourceVersion then.
-    pub postponed: &'a HashMap<String, (PodKey, String)>,
     pub now: Timestamp,
 }
 
@@ -179,11 +172,7 @@ pub fn plan<W: Workloads>(world: &World<'_, W>, policy: &Policy) -> Plan {
             });
         }
         let action = match holder {
-            Some(p) if first_bind_can_wait(c, p, policy, world.now, &mut plan) => {
-                plan.postponed
-                    .push((c.name.clone(), p.key.clone(), c.resource_version.clone()));
-                None
-            }
+            Some(p) if first_bind_can_wait(c, p, policy, world.now, &mut plan) => None,
             Some(p) => bind(c, p),
             // A live pod names exactly this claim without being its recorded holder (a
             // conflict, reported above, e.g. left by an older version): never release it
@@ -268,10 +257,13 @@ fn oldest_first(p: &PodInfo) -> (Option<Timestamp>, &str) {
 /// yet and is younger than `--unscheduled-bind-delay`, so that the bind, once the pod is
 /// placed, writes pod and node at once (one write, not two). Until then the claim keeps the
 /// holder the webhook recorded (the pod's name or generateName): the state it is in until the
-/// binder sees the pod at all. Should the pod go meanwhile, the claim is freed at once all the
-/// same ([`postponed_pod`]). Retained claims are bound at once: the bind is what makes one a
-/// member of its workload's set. A pod created further in this binder's future than the
-/// delay itself (clock skew) is not waited for.
+/// binder sees the pod at all. The price: should the pod go meanwhile, nothing records that it
+/// existed, so its claim is reclaimed after `--reclaim-grace` like any reservation no pod took
+/// (freeing it at once would need every handover to change the claim: a handover to a pod
+/// re-created under the same name within the same second of `reservedAt` is a no-op write,
+/// and that pod may still be in admission). Retained claims are bound at once: the bind is
+/// what makes one a member of its workload's set. A pod created further in this binder's
+/// future than the delay itself (clock skew) is not waited for.
 fn first_bind_can_wait(
     c: &ClaimInfo,
     p: &PodInfo,
@@ -290,14 +282,6 @@ fn first_bind_can_wait(
         && !bound_to_it
         && !skewed
         && plan.younger_than(p, policy.unscheduled_bind_delay, now)
-}
-
-/// The pod this binder saw holding `c` when it postponed the claim's first bind, if the
-/// claim has not changed since (no handover, no bind): that pod is gone now that it no
-/// longer holds it, as surely as a bound pod whose uid the claim records.
-fn postponed_pod<W: Workloads>(c: &ClaimInfo, world: &World<'_, W>) -> Option<PodKey> {
-    let (pod, rv) = world.postponed.get(&c.name)?;
-    (c.retain == Retain::None && *rv == c.resource_version).then(|| pod.clone())
 }
 
 fn bind(c: &ClaimInfo, p: &PodInfo) -> Option<Action> {
@@ -373,7 +357,7 @@ fn unheld<W: Workloads>(
         why,
     };
     let retained = c.retain != Retain::None;
-    if let Some(gone) = bound_pod(c).or_else(|| postponed_pod(c, world)) {
+    if let Some(gone) = bound_pod(c) {
         let why = Why::PodGone(gone);
         if !retained {
             return Some(delete(why));

@@ -34,7 +34,7 @@ mod memory;
 mod schedule;
 
 use execute::{Done, execute};
-use memory::{HeldClaims, InFlight, Postponed};
+use memory::{HeldClaims, InFlight};
 use schedule::{Outcome, Schedule};
 
 /// What the reconcile loop shares.
@@ -110,7 +110,6 @@ pub struct Reconciler {
     logged: HashSet<(String, String)>,
     pools_written: HashMap<String, (String, IPPoolStatus)>,
     held: HeldClaims,
-    postponed: Postponed,
 }
 
 impl Reconciler {
@@ -122,7 +121,6 @@ impl Reconciler {
             logged: HashSet::new(),
             pools_written: HashMap::new(),
             held: HeldClaims::default(),
-            postponed: Postponed::default(),
         }
     }
 
@@ -199,8 +197,6 @@ impl Reconciler {
             |name| ledger.claim(name).map(|c| c.resource_version.clone()),
             Instant::now(),
         );
-        self.postponed
-            .prune(|name| ledger.claim(name).map(|c| c.resource_version.clone()));
         let workloads = ctx.index.workloads(&ctx.lookups);
         let plan = bind::plan(
             &World {
@@ -210,12 +206,10 @@ impl Reconciler {
                 pods: &pods,
                 workloads: &workloads,
                 in_flight: &in_flight,
-                postponed: &self.postponed.0,
                 now,
             },
             &ctx.policy,
         );
-        self.postponed.record(plan.postponed);
 
         let mut errors = 0u32;
         // A reconcile of some claims says nothing about the conflicts of the others.

@@ -153,7 +153,6 @@ fn run(claims: &[ClaimInfo], pods: &[PodInfo], known: &Known, now: &str, p: &Pol
             pods,
             workloads: known,
             in_flight: &HashSet::new(),
-            postponed: &HashMap::new(),
             now: ts(now),
         },
         p,
@@ -308,76 +307,41 @@ fn a_retained_claim_is_bound_to_an_unscheduled_pod_at_once() {
 }
 
 #[test]
-fn a_postponed_claim_is_freed_as_soon_as_its_pod_is_gone() {
+fn a_claim_whose_pod_went_while_its_bind_waited_is_reclaimed_after_the_grace() {
+    // Nothing records that the pod existed: the reservation is one no pod took (a pod
+    // re-created under the same name may be in admission with it).
     let c = claim(
         "10-0-0-8",
         "10.0.0.8/24",
         pod_owner("a"),
         "none",
-        json!({"spec": {"pod": {"name": "a"}}}),
+        json!({"spec": {"pod": {"name": "a", "reservedAt": "2030-01-01T00:00:59Z"}}}),
     );
-    let mut p = pod("a", "u1", "", None, &[("10-0-0-8", "10.0.0.8/24")]);
-    p.created = Some(ts("2030-01-01T00:00:59Z"));
-    let first = run(
+    let waits = run(
         std::slice::from_ref(&c),
-        std::slice::from_ref(&p),
+        &[],
         &Known::default(),
         T1,
         &policy(),
     );
-    assert_eq!(
-        first.postponed,
-        vec![("10-0-0-8".to_string(), p.key.clone(), "7".to_string())]
+    assert!(waits.actions.is_empty(), "{waits:?}");
+    assert_eq!(waits.wake_in, Some(GRACE - Duration::from_secs(1)));
+    let gone = run(
+        &[c],
+        &[],
+        &Known::default(),
+        "2030-01-01T00:03:00Z",
+        &policy(),
     );
-    let plan_without = |postponed: &HashMap<String, (PodKey, String)>, c: &ClaimInfo| {
-        plan(
-            &World {
-                claims: &[Arc::new(c.clone())],
-                unreadable: &HashSet::new(),
-                exists: &|_| false,
-                pods: &[],
-                workloads: &Known::default(),
-                in_flight: &HashSet::new(),
-                postponed,
-                now: ts(T1),
+    match gone.actions.as_slice() {
+        [
+            Action::Delete {
+                why: Why::NeverAppeared,
+                ..
             },
-            &policy(),
-        )
-    };
-    // The pod is gone a moment later: deleted at once, as a bound claim would be.
-    let remembered: HashMap<String, (PodKey, String)> =
-        [("10-0-0-8".to_string(), (p.key.clone(), "7".to_string()))].into();
-    let gone = plan_without(&remembered, &c);
-    assert_eq!(
-        gone.actions,
-        vec![Action::Delete {
-            claim: "10-0-0-8".into(),
-            uid: "cu-10-0-0-8".into(),
-            resource_version: "7".into(),
-            address: c.address,
-            why: Why::PodGone(p.key.clone()),
-        }]
-    );
-    // Not remembered (another leader postponed it), or changed since (a handover): it waits
-    // for the reclaim grace as any reservation no pod took.
-    for postponed in [HashMap::new(), {
-        let mut m = remembered.clone();
-        m.get_mut("10-0-0-8").unwrap().1 = "6".into();
-        m
-    }] {
-        let waits = plan_without(&postponed, &c);
-        assert!(waits.actions.is_empty(), "{waits:?}");
-        assert!(waits.wake_in.is_some(), "{waits:?}");
+        ] => {}
+        a => panic!("expected a delete (never appeared), got {a:?}"),
     }
-    // A retained claim is never postponed, so never freed this way.
-    let retained = claim(
-        "10-0-0-8",
-        "10.0.0.8/24",
-        sts_owner(0),
-        "ordinal",
-        json!({"spec": {"pod": {"name": "db-0"}}}),
-    );
-    assert!(plan_without(&remembered, &retained).actions.is_empty());
 }
 
 #[test]
@@ -396,9 +360,10 @@ fn the_first_bind_waits_only_for_a_young_unbound_pod_of_known_age() {
         p.created = created.map(ts);
         p
     };
+    // (binds now, waits for the delay)
     let binds = |c: ClaimInfo, p: PodInfo| {
         let plan = run(&[c], &[p], &Known::default(), T1, &policy());
-        (plan.actions.len(), plan.postponed.len())
+        (plan.actions.len(), usize::from(plan.wake_in.is_some()))
     };
     // A generateName reservation waits like a named one.
     let mut by_prefix = young(Some("2030-01-01T00:00:59Z"));
@@ -1002,7 +967,6 @@ fn in_flight_claims_wait_for_the_watch() {
             pods: &[p],
             workloads: &Known::default(),
             in_flight: &in_flight,
-            postponed: &HashMap::new(),
             now: ts(T1),
         },
         &policy(),
@@ -1030,7 +994,6 @@ fn a_claim_outside_the_scope_is_not_missing() {
                 pods: std::slice::from_ref(&p),
                 workloads: &Known::default(),
                 in_flight: &HashSet::new(),
-                postponed: &HashMap::new(),
                 now: ts(T1),
             },
             &policy(),
@@ -1131,8 +1094,7 @@ mod props {
                     pods: &pods,
                     workloads: &Known::default(),
                     in_flight: &HashSet::new(),
-                    postponed: &HashMap::new(),
-                    now,
+                            now,
                 },
                 &policy(),
             );

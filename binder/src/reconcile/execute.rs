@@ -1,8 +1,6 @@
 //! Carrying out one decision: the release check against the API server, then the write,
 //! guarded by the resourceVersion the decision read; metrics and pod events on the way.
 
-use std::time::Duration;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
@@ -45,18 +43,18 @@ pub(super) async fn execute(ctx: &Context, action: Action) -> Result<Done, Error
         let Some(claim) = ctx.index.ledger.claim(action.claim()) else {
             return Ok(Done::Skipped);
         };
-        // The pod that held a claim and is gone was seen created, so its admission is over:
-        // a reservation for it (a first bind postponed, no uid yet) waits for no admission.
-        let hold = match action.why() {
-            Some(Why::PodGone(_)) => Duration::ZERO,
-            _ => ctx.policy.reclaim_grace,
-        };
-        let free = confirm_free(&ctx.client, claim.as_ref(), Timestamp::now(), hold, None)
-            .await
-            .map_err(|source| Error::Pod {
-                pod: format!("holder of IPClaim {}", action.claim()),
-                source,
-            })?;
+        let free = confirm_free(
+            &ctx.client,
+            claim.as_ref(),
+            Timestamp::now(),
+            ctx.policy.reclaim_grace,
+            None,
+        )
+        .await
+        .map_err(|source| Error::Pod {
+            pod: format!("holder of IPClaim {}", action.claim()),
+            source,
+        })?;
         if let Err(held) = free {
             ctx.metrics.kept_held.inc();
             return Ok(Done::Held {

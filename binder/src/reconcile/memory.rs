@@ -1,11 +1,8 @@
 //! What one leadership term remembers between passes: claims written but not yet seen by
-//! the watch, claims whose release the API server refused (with their retry backoff), and
-//! claims whose first bind waits for the scheduler.
+//! the watch, and claims whose release the API server refused (with their retry backoff).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-
-use crate::bind::PodKey;
 
 /// How long a claim this binder wrote is left alone while the watch still shows the version
 /// the write was based on.
@@ -14,27 +11,6 @@ const IN_FLIGHT_TTL: Duration = Duration::from_secs(10);
 /// When a release the API server refused (the claim still held) is first decided again; each
 /// refusal in a row doubles it, up to the resync interval.
 const HELD_RETRY: Duration = Duration::from_secs(5);
-
-/// Claims whose first bind waits for the scheduler: the pod seen holding each, and the
-/// claim's resourceVersion then ([`crate::bind::Plan::postponed`]). Lost with the term: a new
-/// leader frees such a claim after `--reclaim-grace` instead.
-#[derive(Default)]
-pub(super) struct Postponed(pub(super) HashMap<String, (PodKey, String)>);
-
-impl Postponed {
-    pub(super) fn record(&mut self, postponed: Vec<(String, PodKey, String)>) {
-        for (claim, pod, rv) in postponed {
-            self.0.insert(claim, (pod, rv));
-        }
-    }
-
-    /// Forgets claims that changed or are gone. `current`: a claim's resourceVersion in the
-    /// watch cache.
-    pub(super) fn prune(&mut self, current: impl Fn(&str) -> Option<String>) {
-        self.0
-            .retain(|claim, (_, rv)| current(claim).is_some_and(|now| now == *rv));
-    }
-}
 
 /// Claims whose release the API server refused, and when each is decided again.
 #[derive(Default)]

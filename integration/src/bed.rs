@@ -78,6 +78,8 @@ pub struct BedOptions {
     pub containerd_nodes: Vec<String>,
     /// Where the bed keeps its files; a fresh directory under the system temp dir if unset.
     pub dir: Option<PathBuf>,
+    /// Serve kube-apiserver's `/debug/pprof` (`--profiling`), for a benchmark's CPU profile.
+    pub apiserver_profiling: bool,
 }
 
 impl BedOptions {
@@ -101,6 +103,7 @@ impl Default for BedOptions {
             no_capability_nodes: Vec::new(),
             containerd_nodes: vec!["node-1".into()],
             dir: None,
+            apiserver_profiling: false,
         }
     }
 }
@@ -213,7 +216,7 @@ impl Bed {
         }
         std::fs::create_dir_all(&dir)?;
         let bins = upstream_bin_dir()?;
-        let cp = ControlPlane::start(&dir, &bins).await?;
+        let cp = ControlPlane::start(&dir, &bins, opts.apiserver_profiling).await?;
         let client = cp.client().await?;
         let mut bed = Bed {
             kubeconfig: cp.admin_kubeconfig.clone(),

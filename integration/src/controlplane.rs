@@ -43,7 +43,8 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    pub async fn start(dir: &Path, bins: &Path) -> Result<ControlPlane> {
+    /// `profiling`: serve kube-apiserver's `/debug/pprof`.
+    pub async fn start(dir: &Path, bins: &Path, profiling: bool) -> Result<ControlPlane> {
         let pki = Pki::create(&dir.join("pki"))?;
         let etcd_port = free_port()?;
         let peer_port = free_port()?;
@@ -119,7 +120,7 @@ impl ControlPlane {
                 "--authorization-mode=RBAC",
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
-                "--profiling=false",
+                &format!("--profiling={profiling}"),
                 "--v=1",
             ]),
             &logs.join("kube-apiserver.log"),

@@ -447,13 +447,11 @@ async fn pool_status_and_metrics(s: &Stack) -> Result<()> {
     Ok(())
 }
 
-/// The versions a claim goes through, from its creation until it is Bound to a pod: each as
-/// (pod uid set, phase). Watched from before the pod is created, so none is missed (a watch
-/// delivers every version of an object).
 /// Creates pod `name`, on `node` from the start or (`None`) placed by kube-scheduler half a
 /// second after its creation (a scheduling gate held that long, so that the binder has seen it
-/// unscheduled), and returns the versions of its claim (pod uid recorded, phase) until it is
-/// Bound.
+/// unscheduled), and returns the versions its claim goes through until it is Bound to the pod,
+/// each as (pod uid set, phase). Watched from before the pod is created, so none is missed (a
+/// watch delivers every version of an object).
 async fn claim_versions_until_bound(
     client: &kube::Client,
     ns: &str,

@@ -167,4 +167,28 @@ mod tests {
         assert!(!p.join("bin/.pinip.tmp").exists());
         assert!(!p.join("bin/.pinip-kube.tmp").exists());
     }
+
+    #[test]
+    fn the_reader_goes_in_first() {
+        // A reader that cannot be installed leaves no `pinip` behind that would fail every ADD
+        // needing the API server; a `pinip` already there is not replaced by a newer one.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("src"), b"new plugin").unwrap();
+        let args = |bin: &str| {
+            Args::parse_from([
+                "x",
+                &format!("--plugin={}", p.join("src").display()),
+                &format!("--api-reader={}", p.join("missing").display()),
+                &format!("--bin-dir={}", p.join(bin).display()),
+            ])
+        };
+        let err = install_binaries(&args("fresh")).unwrap_err();
+        assert!(format!("{err:#}").contains("missing"), "{err:#}");
+        assert!(!p.join("fresh/pinip").exists());
+        std::fs::create_dir(p.join("old")).unwrap();
+        std::fs::write(p.join("old/pinip"), b"old plugin").unwrap();
+        install_binaries(&args("old")).unwrap_err();
+        assert_eq!(std::fs::read(p.join("old/pinip")).unwrap(), b"old plugin");
+    }
 }

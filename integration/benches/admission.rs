@@ -75,15 +75,16 @@ async fn create_pods(client: &Client, ns: &str, n: usize) -> Result<Phase> {
     })
 }
 
-/// With `PINIP_BENCH_PPROF_DIR` set: kube-apiserver's CPU profile over the next `seconds`
-/// (longer than the phase it covers; idle time adds nothing to a CPU profile), to
-/// `<dir>/kube-apiserver-<phase>.pb.gz`.
+/// With a profile directory (`PINIP_BENCH_PPROF_DIR`): kube-apiserver's CPU profile over the
+/// next `seconds` (longer than the phase it covers; idle time adds nothing to a CPU profile),
+/// to `<dir>/kube-apiserver-<phase>.pb.gz`.
 fn start_profile(
+    dir: Option<&PathBuf>,
     client: &Client,
     phase: &str,
     seconds: u64,
 ) -> Option<(PathBuf, tokio::task::JoinHandle<Result<()>>)> {
-    let dir = PathBuf::from(std::env::var_os("PINIP_BENCH_PPROF_DIR")?);
+    let dir = dir?.clone();
     let path = dir.join(format!("kube-apiserver-{phase}.pb.gz"));
     let (client, out) = (client.clone(), path.clone());
     let task = tokio::spawn(async move {
@@ -194,10 +195,11 @@ fn quantile(buckets: &BTreeMap<u64, f64>, q: f64) -> Option<f64> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let pprof_dir = std::env::var_os("PINIP_BENCH_PPROF_DIR").map(PathBuf::from);
     let n = measure::env_usize("PINIP_BENCH_PODS", 1000);
     let bed = Bed::start(BedOptions {
         nodes: 1,
-        apiserver_profiling: std::env::var_os("PINIP_BENCH_PPROF_DIR").is_some(),
+        apiserver_profiling: pprof_dir.is_some(),
         ..Default::default()
     })
     .await?;
@@ -225,7 +227,12 @@ async fn main() -> Result<()> {
     }
     let plain = bed.temp_namespace("baseline", json!({})).await?;
     // Profile windows of about twice the phases' lengths on this bed (~800 and ~150 pods/s).
-    let profile = start_profile(&client, "baseline", (n / 400 + 2) as u64);
+    let profile = start_profile(
+        pprof_dir.as_ref(),
+        &client,
+        "baseline",
+        (n / 400 + 2) as u64,
+    );
     let cpu_before = cpu.snapshot()?;
     let baseline = create_pods(&client, &plain, n).await?;
     let cpu_baseline = measure::cpu_per_1000(&cpu_before, &cpu.snapshot()?, n);
@@ -262,7 +269,12 @@ async fn main() -> Result<()> {
         hooks.procs.iter().filter_map(|p| p.pid()),
     );
     let costs_before = pinip_costs(&client).await?;
-    let profile = start_profile(&client, "with-pinip", (n / 75 + 3) as u64);
+    let profile = start_profile(
+        pprof_dir.as_ref(),
+        &client,
+        "with-pinip",
+        (n / 75 + 3) as u64,
+    );
     let cpu_before = cpu.snapshot()?;
     let with_webhook = create_pods(&client, &enabled, n).await?;
     let cpu_with = measure::cpu_per_1000(&cpu_before, &cpu.snapshot()?, n);

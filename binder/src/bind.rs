@@ -259,9 +259,9 @@ fn oldest_first(p: &PodInfo) -> (Option<Timestamp>, &str) {
 /// holder the webhook recorded (the pod's name or generateName): the state it is in until the
 /// binder sees the pod at all. The price: should the pod go meanwhile, nothing records that it
 /// existed, so its claim is reclaimed after `--reclaim-grace` like any reservation no pod took
-/// (freeing it at once would need every handover to change the claim: a handover to a pod
-/// re-created under the same name within the same second of `reservedAt` is a no-op write,
-/// and that pod may still be in admission). Retained claims are bound at once: the bind is
+/// (a pod re-created under that name may be in admission with it; the webhook's handover
+/// always moves `reservedAt` forward, so such a claim is never settled early). Retained
+/// claims are bound at once: the bind is
 /// what makes one a member of its workload's set. A pod created further in this binder's
 /// future than the delay itself (clock skew) is not waited for.
 fn first_bind_can_wait(

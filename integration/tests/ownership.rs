@@ -149,6 +149,7 @@ fn main() {
         refused_pods_leave_nothing,
         forged_reviews_refused,
         unreadable_claim_keeps_its_address,
+        recreated_while_the_bind_waits,
         zz_settled_after_all_cases,
     )
     .run()
@@ -865,6 +866,137 @@ async fn unreadable_claim_keeps_its_address(stack: &Stack) -> Result<()> {
     for i in 0..4 {
         pods.delete(&format!("bare-{i}"), &DeleteParams::default())
             .await?;
+    }
+    Ok(())
+}
+
+/// Case 10: while the binder waits for the scheduler before a claim's first bind
+/// (`--unscheduled-bind-delay`, 3 s, the pods held by a scheduling gate), a pod with a fixed
+/// address is deleted and re-created under its name three times within the wait, and another
+/// pod asks for the address each time. Each re-creation takes the claim over with a write
+/// (resourceVersion and `reservedAt` move: a no-op handover would let a binder write made for
+/// the pod before go through), the other pod is always denied, the last pod runs bound on
+/// it, and a pod deleted during the wait and never re-created leaves its address to the
+/// next pod once the reclaim grace is over (no leak).
+async fn recreated_while_the_bind_waits(stack: &Stack) -> Result<()> {
+    let client = &stack.client;
+    let ns = stack
+        .bed
+        .temp_namespace("wait", json!({"pinip.io/enabled": "true"}))
+        .await?;
+    let tenant = stack.tenant(&ns).await?;
+    let pods: Api<Pod> = Api::namespaced(tenant.clone(), &ns);
+    let claims: Api<IPClaim> = Api::all(client.clone());
+    let held = |name: &str, ip: &str| {
+        pod(
+            json!({"name": name, "annotations": {"pinip.io/ip": ip}}),
+            json!({"schedulingGates": [{"name": "pinip.test/hold"}]}),
+        )
+    };
+    let version = |c: &IPClaim| {
+        let p = c.spec.pod.clone().unwrap_or_default();
+        (
+            c.resource_version().unwrap_or_default(),
+            p.name,
+            p.uid,
+            p.reserved_at.map(|t| t.0),
+        )
+    };
+    let ip = "10.45.0.70";
+    let first = pods.create(&PostParams::default(), &held("w", ip)?).await?;
+    let (claim, _) = allocated(&first)?;
+    let mut last = version(&claims.get(&claim).await?);
+    let start = Instant::now();
+    for round in 0..3 {
+        let msg = denied(&pods, &held("x", ip)?).await?;
+        ensure!(
+            msg.contains(&format!("address {ip} belongs to Pod {ns}/w")),
+            "round {round}: {msg}"
+        );
+        // The binder is waiting for the scheduler: w is not bound yet.
+        let before = version(&claims.get(&claim).await?);
+        ensure!(
+            before.2.is_empty(),
+            "round {round}: claim {claim} bound at {:?}, before the wait was over: {before:?}",
+            start.elapsed()
+        );
+        pods.delete("w", &DeleteParams::default().grace_period(0))
+            .await?;
+        let again = wait_for("w re-created", Duration::from_secs(10), || async {
+            match pods.create(&PostParams::default(), &held("w", ip)?).await {
+                Ok(p) => Ok(Some(p)),
+                // The deletion may not have landed yet.
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await?;
+        ensure!(
+            allocated(&again)?.0 == claim,
+            "round {round}: w came back on another claim"
+        );
+        let now = version(&claims.get(&claim).await?);
+        eprintln!(
+            "case 10: round {round} at {:?}: claim {claim} {last:?} -> {now:?}",
+            start.elapsed()
+        );
+        ensure!(
+            now.0 != last.0 && now.1 == "w" && now.2.is_empty() && now.3 > last.3,
+            "round {round}: re-creating w did not move claim {claim}: {last:?} -> {now:?}"
+        );
+        last = now;
+    }
+    // The last w, placed now, runs bound on the claim; the reclaim grace passes without
+    // taking it away, and the address stays its own.
+    let w = pods.get("w").await?;
+    pods.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"schedulingGates": null}})),
+    )
+    .await?;
+    let w_running = pod_running(&pods, "w").await?;
+    ensure!(w_running.uid() == w.uid(), "w was replaced under the test");
+    bound(client, &w_running).await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let c = bound(client, &w_running).await?;
+    ensure!(
+        c.spec.node.is_some(),
+        "claim {claim} bound without a node: {:?}",
+        c.spec
+    );
+    let msg = denied(&pods, &held("x", ip)?).await?;
+    ensure!(msg.contains(&format!("Pod {ns}/w")), "{msg}");
+    no_duplicates(client, &ns).await?;
+
+    // A pod deleted while its bind waits, never re-created: its reservation is reclaimed
+    // after the grace (5 s here), and the address goes to the next pod that asks.
+    let ip2 = "10.45.0.71";
+    pods.create(&PostParams::default(), &held("v", ip2)?)
+        .await?;
+    pods.delete("v", &DeleteParams::default().grace_period(0))
+        .await?;
+    let gone = Instant::now();
+    let y = wait_for(
+        &format!("{ip2} free for another pod"),
+        Duration::from_secs(40),
+        || async {
+            match pods.create(&PostParams::default(), &held("y", ip2)?).await {
+                Ok(p) => Ok(Some(p)),
+                Err(kube::Error::Api(s)) if s.message.contains("belongs to Pod") => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        },
+    )
+    .await?;
+    ensure!(allocated(&y)?.1 == ip2, "y was given another address");
+    eprintln!(
+        "case 10: {ip2} reserved for v (deleted during the wait) went to y {:?} later",
+        gone.elapsed()
+    );
+    no_duplicates(client, &ns).await?;
+    for name in ["w", "y"] {
+        pods.delete(name, &DeleteParams::default()).await?;
     }
     Ok(())
 }

@@ -72,18 +72,28 @@ pub struct Holder {
 impl Holder {
     /// `spec.pod` of a new claim.
     fn pod_ref(&self) -> serde_json::Value {
+        self.pod_ref_at(&reserved_at(Timestamp::now(), None))
+    }
+
+    fn pod_ref_at(&self, reserved_at: &str) -> serde_json::Value {
         if self.name.is_empty() {
-            json!({"generateName": self.generate_name, "reservedAt": now()})
+            json!({"generateName": self.generate_name, "reservedAt": reserved_at})
         } else {
-            json!({"name": self.name, "reservedAt": now()})
+            json!({"name": self.name, "reservedAt": reserved_at})
         }
     }
 
     /// The merge patch that replaces `spec.pod` of an existing claim (the previous holder's
-    /// fields are removed, not merged).
-    fn pod_patch(&self) -> serde_json::Value {
+    /// fields are removed, not merged). Its `reservedAt` is later than the one `claim` records,
+    /// so a handover always changes the claim, even to a pod of the same name re-created
+    /// within the same instant: a write the binder's version-guarded writes see (409), never
+    /// a no-op that keeps the resourceVersion.
+    fn pod_patch(&self, claim: &ClaimInfo, now: Timestamp) -> serde_json::Value {
+        let recorded = claim.pod.as_ref().and_then(|p| p.reserved_at.as_ref());
+        let at = reserved_at(now, recorded.map(|t| t.0));
         let mut p = json!({"name": null, "uid": null, "generateName": null});
-        if let (Some(p), serde_json::Value::Object(new)) = (p.as_object_mut(), self.pod_ref()) {
+        if let (Some(p), serde_json::Value::Object(new)) = (p.as_object_mut(), self.pod_ref_at(&at))
+        {
             p.extend(new);
         }
         p
@@ -497,7 +507,7 @@ impl Allocator {
             };
             let patch = json!({
                 "metadata": {"resourceVersion": claim.resource_version, "labels": labels},
-                "spec": {"pod": pod.pod_patch(), "node": null},
+                "spec": {"pod": pod.pod_patch(&claim, now), "node": null},
             });
             match self
                 .api
@@ -548,8 +558,92 @@ async fn set_bound_of(
         })
 }
 
-fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+/// `reservedAt` of a handover made at `now`, in microseconds, and strictly later than
+/// `recorded` (the reservation it replaces; a replica whose clock is behind still moves it
+/// forward). A created claim's is in seconds (the typed `Time` serializes so); a create is
+/// always a write.
+fn reserved_at(now: Timestamp, recorded: Option<Timestamp>) -> String {
+    let micro = |t: Timestamp| t.as_microsecond();
+    let at = match recorded {
+        Some(r) if micro(r) >= micro(now) => micro(r).saturating_add(1),
+        _ => micro(now),
+    };
+    let at = Timestamp::from_microsecond(at).unwrap_or(now);
+    format!("{at:.6}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(pod: serde_json::Value) -> ClaimInfo {
+        let c: IPClaim = serde_json::from_value(json!({
+            "apiVersion": "pinip.io/v1alpha1", "kind": "IPClaim",
+            "metadata": {"name": "n-10-0-0-5", "resourceVersion": "7",
+                "creationTimestamp": "2030-01-01T00:00:00Z"},
+            "spec": {"pool": "p", "address": "10.0.0.5/24", "pod": pod,
+                "owner": {"kind": "Pod", "namespace": "ns", "name": "a"}}}))
+        .unwrap();
+        ClaimInfo::read(&c).unwrap()
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn reserved_at_is_in_microseconds_and_moves_forward() {
+        let now = at("2030-01-01T00:00:05.25Z");
+        assert_eq!(reserved_at(now, None), "2030-01-01T00:00:05.250000Z");
+        assert_eq!(
+            reserved_at(now, Some(at("2030-01-01T00:00:01Z"))),
+            "2030-01-01T00:00:05.250000Z"
+        );
+        // Recorded in the same microsecond, or later (a replica whose clock is behind).
+        assert_eq!(reserved_at(now, Some(now)), "2030-01-01T00:00:05.250001Z");
+        assert_eq!(
+            reserved_at(now, Some(at("2030-01-01T00:00:09Z"))),
+            "2030-01-01T00:00:09.000001Z"
+        );
+        // What the API server's `date-time` format and our reader accept.
+        let back: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time =
+            serde_json::from_value(json!(reserved_at(now, None))).unwrap();
+        assert_eq!(back.0, now);
+    }
+
+    /// A pod re-created under the same name within the same instant as the reservation it
+    /// replaces still changes the claim (a no-op patch would keep its resourceVersion).
+    #[test]
+    fn a_handover_to_the_same_name_always_changes_the_claim() {
+        let now = at("2030-01-01T00:00:05.25Z");
+        let held = claim(json!({"name": "w", "reservedAt": "2030-01-01T00:00:05.250000Z"}));
+        let w = Holder {
+            name: "w".into(),
+            generate_name: String::new(),
+        };
+        let patch = w.pod_patch(&held, now);
+        assert_eq!(
+            patch,
+            json!({"name": "w", "uid": null, "generateName": null,
+                "reservedAt": "2030-01-01T00:00:05.250001Z"})
+        );
+        let bound = claim(json!({"name": "w", "uid": "u1",
+            "reservedAt": "2030-01-01T00:00:01Z"}));
+        assert_eq!(
+            w.pod_patch(&bound, now)["reservedAt"],
+            "2030-01-01T00:00:05.250000Z"
+        );
+        let prefix = Holder {
+            name: String::new(),
+            generate_name: "web-".into(),
+        };
+        let p = prefix.pod_patch(
+            &claim(json!({"generateName": "web-",
+            "reservedAt": "2030-01-01T00:00:05.250000Z"})),
+            now,
+        );
+        assert_eq!(p["generateName"], "web-");
+        assert_eq!(p["name"], serde_json::Value::Null);
+        assert_eq!(p["reservedAt"], "2030-01-01T00:00:05.250001Z");
+    }
 }

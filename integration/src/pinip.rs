@@ -147,6 +147,11 @@ impl Webhooks {
     pub fn url(&self) -> String {
         format!("https://localhost:{}", self.lb.port)
     }
+
+    /// Replica `i` itself, not through the load balancer.
+    pub fn replica_url(&self, i: usize) -> String {
+        format!("https://localhost:{}", self.ports[i])
+    }
 }
 
 /// Starts `replicas` webhook processes (extra flags `args`) serving a certificate from the
@@ -409,7 +414,13 @@ pub async fn apply_pool(client: &Client, name: &str, spec: Value) -> Result<()> 
 
 /// Registers `hooks` with kube-apiserver under the configuration name `name`.
 pub async fn register(client: &Client, hooks: &Webhooks, name: &str) -> Result<()> {
-    for doc in webhook_configurations(&hooks.url(), &hooks.ca_pem, name)? {
+    register_at(client, &hooks.url(), &hooks.ca_pem, name).await
+}
+
+/// Registers the webhooks at `url` (serving a certificate of `ca_pem`) under `name`, or
+/// points an existing registration there.
+pub async fn register_at(client: &Client, url: &str, ca_pem: &str, name: &str) -> Result<()> {
+    for doc in webhook_configurations(url, ca_pem, name)? {
         apply(client, &doc).await?;
     }
     Ok(())

@@ -389,7 +389,12 @@ impl Allocator {
             "spec": spec,
         }))
         .expect("claim from known fields");
-        let created = self.api.create(&PostParams::default(), &claim).await?;
+        let started = std::time::Instant::now();
+        let created = self.api.create(&PostParams::default(), &claim).await;
+        self.metrics
+            .claim_create_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let created = created?;
         self.index.mark_created(name);
         let rv = created.resource_version().unwrap_or_default();
         Ok((created.metadata.uid.unwrap_or_default(), rv))

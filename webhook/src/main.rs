@@ -181,7 +181,12 @@ async fn main() -> Result<()> {
         });
     }
     tracing::info!(listen = %args.listen, metrics_listen = %args.admin.metrics_listen, "serving");
-    axum_server::bind_rustls(args.listen, tls)
+    // TCP_NODELAY, as Go's and most servers set it: an answer written in more than one
+    // segment does not wait for the client's delayed ACK of the first.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    axum_server::bind(args.listen)
+        .acceptor(acceptor)
         .handle(handle)
         .serve(admission_router(app).into_make_service())
         .await?;

@@ -35,7 +35,32 @@ pub fn admission_router(app: App) -> Router {
         .route("/validate/workloads", post(validate_workload))
         // Webhook configurations from before the typed routes name one path for all three.
         .route("/validate", post(validate_any))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), timed))
         .with_state(app)
+}
+
+/// Times a request to a matched route (`route_layer`: unmatched paths are not counted, so the
+/// label takes only the routes above).
+async fn timed(
+    Ext(app): Ext<App>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = match req.uri().path() {
+        "/mutate" => "/mutate",
+        "/validate/pods" => "/validate/pods",
+        "/validate/ippools" => "/validate/ippools",
+        "/validate/workloads" => "/validate/workloads",
+        _ => "/validate",
+    };
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    app.state
+        .metrics
+        .request_seconds
+        .get_or_create(&crate::metrics::PathLabels { path })
+        .observe(started.elapsed().as_secs_f64());
+    resp
 }
 
 /// The metrics port (`pinip_runtime::admin`): ready once the watches have listed.

@@ -327,6 +327,7 @@ fn bind(c: &ClaimInfo, p: &PodInfo) -> Option<Action> {
         write_spec,
         write_status,
         event,
+        first: c.pod.as_ref().is_none_or(|r| r.uid.is_empty()),
     }))
 }
 

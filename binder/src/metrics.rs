@@ -64,6 +64,9 @@ pub struct Metrics {
     pub reclaimed: Counter,
     /// Releases and deletes not written because the API server showed a live holder.
     pub kept_held: Counter,
+    /// First binds not written because the API server did not show that pod (uid) live
+    /// with this claim (the pod watch lagged).
+    pub binds_unconfirmed: Counter,
     /// Pods whose allocation names an address their claim does not back, by reason.
     pub conflicts: Family<ReasonLabels, Counter>,
     pub pool_status_writes: Counter,
@@ -108,6 +111,12 @@ impl Default for Metrics {
             "Releases and deletes not written because a live pod still held the claim (checked against the API server)",
             kept_held.clone(),
         );
+        let binds_unconfirmed = Counter::default();
+        registry.register(
+            "binds_unconfirmed",
+            "First binds not written because the API server did not show the pod (that uid, live, with this claim)",
+            binds_unconfirmed.clone(),
+        );
         let reclaimed = Counter::default();
         registry.register(
             "reclaimed",
@@ -148,6 +157,7 @@ impl Default for Metrics {
             writes,
             reclaimed,
             kept_held,
+            binds_unconfirmed,
             conflicts,
             pool_status_writes,
             leader,

@@ -21,7 +21,7 @@ pub mod set;
 pub mod watch;
 pub mod workloads;
 
-pub use confirm::confirm_free;
+pub use confirm::{confirm_free, confirm_holder};
 pub use ledger::Ledger;
 pub use pool::Pool;
 pub use resolve::Resolver;

@@ -564,9 +564,9 @@ async fn set_bound_of(
 }
 
 /// `reservedAt` of a handover made at `now`, in microseconds, and strictly later than
-/// `recorded` (the reservation it replaces; a replica whose clock is behind still moves it
-/// forward). A created claim's is in seconds (the typed `Time` serializes so); a create is
-/// always a write.
+/// `recorded` (the reservation it replaces, even when that came from a replica whose clock is
+/// ahead of ours), so the handover changes the claim. A created claim's is in seconds (the
+/// typed `Time` serializes so); a create is always a write.
 fn reserved_at(now: Timestamp, recorded: Option<Timestamp>) -> String {
     let micro = |t: Timestamp| t.as_microsecond();
     let at = match recorded {

@@ -49,6 +49,10 @@ pub struct Bind {
     pub write_spec: bool,
     pub write_status: bool,
     pub event: Option<Reason>,
+    /// The claim records no uid yet (a reservation or handover by name or generateName):
+    /// the pod is asked of the API server before the write, since the pod watch may still
+    /// show a pod of that name that was deleted before the claim was handed on.
+    pub first: bool,
 }
 
 /// Why a claim is released or deleted.

@@ -190,6 +190,10 @@ fn binds_reserved_claim_then_records_node() {
         ("u1", None, ClaimPhase::Reserved, Some(Reason::IPReserved))
     );
     assert!(b.write_spec && !b.write_status);
+    assert!(
+        b.first,
+        "a first bind (no uid recorded) is confirmed with the API server"
+    );
     assert!(plan.conflicts.is_empty());
 
     // The scheduler placed it: the node is recorded and the claim is Bound.
@@ -220,6 +224,7 @@ fn binds_reserved_claim_then_records_node() {
         (Some("node-1"), ClaimPhase::Bound, Some(Reason::IPBound))
     );
     assert!(b.write_spec && b.write_status);
+    assert!(!b.first, "the uid is recorded: no need to ask");
 
     // Nothing to do once it is recorded.
     let done = claim(

@@ -1,11 +1,12 @@
-//! Carrying out one decision: the release check against the API server, then the write,
-//! guarded by the resourceVersion the decision read; metrics and pod events on the way.
+//! Carrying out one decision: the release check (or, for a first bind, the pod check) against
+//! the API server, then the write, guarded by the resourceVersion the decision read; metrics
+//! and pod events on the way.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
 use pinip_api::{ClaimPhase, IPClaim, IPClaimStatus};
-use pinip_index::confirm_free;
+use pinip_index::{confirm_free, confirm_holder};
 use serde_json::json;
 
 use crate::bind::{Action, Bind, PodKey, Reason, Why};
@@ -63,6 +64,14 @@ pub(super) async fn execute(ctx: &Context, action: Action) -> Result<Done, Error
                 why: action.why().map_or("", Why::metric_label),
             });
         }
+    }
+    if let Action::Bind(b) = &action
+        && b.first
+        && !pod_confirmed(ctx, b).await?
+    {
+        ctx.metrics.binds_unconfirmed.inc();
+        tracing::debug!(claim = %b.claim, pod = %b.pod, "first bind skipped: the API server does not show that pod with the claim");
+        return Ok(Done::Skipped);
     }
     let label = |action: &'static str, reason: &'static str| WriteLabels { action, reason };
     match &action {
@@ -175,6 +184,17 @@ pub(super) async fn execute(ctx: &Context, action: Action) -> Result<Done, Error
             })
         }
     }
+}
+
+/// Whether the API server has `b`'s pod right now (see [`confirm_holder`]).
+async fn pod_confirmed(ctx: &Context, b: &Bind) -> Result<bool, Error> {
+    let p = &b.pod;
+    confirm_holder(&ctx.client, &p.namespace, &p.name, &p.uid, &b.claim)
+        .await
+        .map_err(|source| Error::Pod {
+            pod: p.to_string(),
+            source,
+        })
 }
 
 /// Spec (pod, node, workload) and status in one write where the CRD allows it (see

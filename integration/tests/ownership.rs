@@ -875,9 +875,10 @@ async fn unreadable_claim_keeps_its_address(stack: &Stack) -> Result<()> {
 /// address is deleted and re-created under its name three times within the wait, and another
 /// pod asks for the address each time. Each re-creation takes the claim over with a write
 /// (resourceVersion and `reservedAt` move: a no-op handover would let a binder write made for
-/// the pod before go through), the other pod is always denied, the last pod runs bound on
-/// it, and a pod deleted during the wait and never re-created leaves its address to the
-/// next pod once the reclaim grace is over (no leak).
+/// the pod before go through), the API server's answer to the binder's check before a first
+/// bind names the new pod and not the deleted one, the other pod is always denied, the last
+/// pod runs bound on it, and a pod deleted during the wait and never re-created leaves its
+/// address to the next pod once the reclaim grace is over (no leak).
 async fn recreated_while_the_bind_waits(stack: &Stack) -> Result<()> {
     let client = &stack.client;
     let ns = stack
@@ -906,6 +907,7 @@ async fn recreated_while_the_bind_waits(stack: &Stack) -> Result<()> {
     let first = pods.create(&PostParams::default(), &held("w", ip)?).await?;
     let (claim, _) = allocated(&first)?;
     let mut last = version(&claims.get(&claim).await?);
+    let mut gone_uid = first.uid().unwrap_or_default();
     let start = Instant::now();
     for round in 0..3 {
         let msg = denied(&pods, &held("x", ip)?).await?;
@@ -935,6 +937,21 @@ async fn recreated_while_the_bind_waits(stack: &Stack) -> Result<()> {
             allocated(&again)?.0 == claim,
             "round {round}: w came back on another claim"
         );
+        // What the binder asks before a first bind: the deleted pod is not the holder, the
+        // new one is (a bind from a watch that still shows the deleted pod is not written).
+        let (old_uid, new_uid) = (gone_uid.clone(), again.uid().unwrap_or_default());
+        for (uid, want) in [(&old_uid, false), (&new_uid, true)] {
+            let got = pinip_index::confirm_holder(client, &ns, "w", uid, &claim).await?;
+            ensure!(
+                got == want,
+                "round {round}: confirm_holder(w, {uid}) = {got}"
+            );
+        }
+        ensure!(
+            !pinip_index::confirm_holder(client, &ns, "w", &new_uid, "10-45-0-99").await?,
+            "round {round}: w confirmed as the holder of a claim it does not name"
+        );
+        gone_uid = new_uid;
         let now = version(&claims.get(&claim).await?);
         eprintln!(
             "case 10: round {round} at {:?}: claim {claim} {last:?} -> {now:?}",

@@ -903,7 +903,7 @@ async fn recreated_while_the_bind_waits(stack: &Stack) -> Result<()> {
             p.reserved_at.map(|t| t.0),
         )
     };
-    let ip = "10.45.0.70";
+    let ip = "10.45.0.80";
     let first = pods.create(&PostParams::default(), &held("w", ip)?).await?;
     let (claim, _) = allocated(&first)?;
     let mut last = version(&claims.get(&claim).await?);
@@ -988,7 +988,7 @@ async fn recreated_while_the_bind_waits(stack: &Stack) -> Result<()> {
 
     // A pod deleted while its bind waits, never re-created: its reservation is reclaimed
     // after the grace (5 s here), and the address goes to the next pod that asks.
-    let ip2 = "10.45.0.71";
+    let ip2 = "10.45.0.81";
     pods.create(&PostParams::default(), &held("v", ip2)?)
         .await?;
     pods.delete("v", &DeleteParams::default().grace_period(0))
